@@ -1,0 +1,1 @@
+"""gRPC edge: servicers, converters and the error interceptor."""

@@ -1,0 +1,1 @@
+"""Pure domain rules and objects: no gRPC, protobuf or SQL."""

@@ -1,0 +1,93 @@
+"""Server settings: keyword-only, explicit, from flags and KETCH_* variables.
+
+Precedence: command-line flag, then environment variable, then default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+
+__all__ = ["Settings", "add_arguments", "from_args"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the server needs to start. ``db_url`` None means SQLite under data_dir."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    data_dir: pathlib.Path = pathlib.Path("ketch-data")
+    db_url: str | None = None
+    log_level: str = "INFO"
+    log_json: bool = False
+    grace_seconds: float = 10.0
+    max_message_bytes: int = 64 * 1024 * 1024
+    health_interval_seconds: float = 5.0
+    migrate: bool = True
+    allow_anonymous: bool = False
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'ketch.db').resolve()}"
+
+
+# (flag, env var, Settings field, type, help)
+_OPTIONS: Sequence[tuple[str, str, str, type, str]] = (
+    ("--host", "KETCH_HOST", "host", str, "address to listen on (default 127.0.0.1)"),
+    ("--port", "KETCH_PORT", "port", int, "port to listen on; 0 picks a free one (default 50051)"),
+    ("--data-dir", "KETCH_HOME", "data_dir", pathlib.Path,
+     "directory for the SQLite database and artifacts (default ./ketch-data)"),
+    ("--db", "KETCH_DB", "db_url", str,
+     "database URL, e.g. postgresql+asyncpg://user@host/ketch (default: SQLite in --data-dir)"),
+    ("--log-level", "KETCH_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+    ("--grace", "KETCH_GRACE_SECONDS", "grace_seconds", float,
+     "seconds in-flight calls may take to finish on shutdown (default 10)"),
+    ("--max-message-bytes", "KETCH_MAX_MESSAGE_BYTES", "max_message_bytes", int,
+     "largest gRPC message accepted or sent (default 64 MiB)"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the server flags to ``parser`` (defaults resolved later by :func:`from_args`)."""
+    for flag, env, _field, kind, text in _OPTIONS:
+        parser.add_argument(flag, type=kind, default=None, help=f"{text} [env {env}]")
+    parser.add_argument(
+        "--log-json", action="store_true", default=None, help="log one JSON object per line"
+    )
+    parser.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        default=None,
+        help="serve unauthenticated clients on a non-loopback address (dangerous)",
+    )
+
+
+def from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from parsed flags, falling back to environment variables."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for _flag, env, field, kind, _text in _OPTIONS:
+        flag_value = getattr(ns, field, None)
+        if flag_value is not None:
+            values[field] = flag_value
+        elif environ.get(env):
+            try:
+                values[field] = kind(environ[env])
+            except ValueError:
+                raise SystemExit(f"ketch: {env}={environ[env]!r} is not a valid {kind.__name__}")
+    if getattr(ns, "log_json", None) or environ.get("KETCH_LOG_JSON", "").lower() in ("1", "true"):
+        values["log_json"] = True
+    if getattr(ns, "allow_anonymous", None):
+        values["allow_anonymous"] = True
+    return Settings(**values)

@@ -1,0 +1,138 @@
+"""The relational schema, shared by SQLite and PostgreSQL.
+
+Migrations under ``migrations/versions`` create exactly this; a test compares
+them. Times are BIGINT milliseconds since the epoch (UTC); ids are 32-hex text.
+NaN metric values are stored as NULL in the summary columns (SQLite cannot hold
+NaN) and restored on read; chunk blobs keep every value bit for bit.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "experiments",
+    "metadata",
+    "metric_chunks",
+    "metric_keys",
+    "metric_summaries",
+    "params",
+    "runs",
+    "tags",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(32)
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
+AutoBigInt = BigInteger().with_variant(Integer(), "sqlite")
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("display_name", String(256), nullable=False, unique=True),
+    Column("description", Text, nullable=False),
+    Column("lifecycle", String(16), nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Column("update_time", BigInteger, nullable=False),
+    Column("delete_time", BigInteger),
+    Column("revision", Integer, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("experiment_id", ID, ForeignKey("experiments.id"), nullable=False),
+    Column("display_name", String(256), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("lifecycle", String(16), nullable=False),
+    Column("start_time", BigInteger, nullable=False),
+    Column("end_time", BigInteger),
+    Column("update_time", BigInteger, nullable=False),
+    Column("delete_time", BigInteger),
+    Column("parent_run_id", ID, ForeignKey("runs.id")),
+    Column("user", String(256), nullable=False),
+    Column("request_id", String(128), unique=True),
+    Column("source", Text, nullable=False),
+    Column("environment", Text, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Index(None, "experiment_id", "start_time"),
+    Index(None, "parent_run_id"),
+)
+
+params = Table(
+    "params",
+    metadata,
+    Column("run_id", ID, ForeignKey("runs.id"), primary_key=True),
+    Column("key", String(250), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("run_id", ID, ForeignKey("runs.id"), primary_key=True),
+    Column("key", String(250), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+metric_keys = Table(
+    "metric_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", ID, ForeignKey("runs.id"), nullable=False),
+    Column("name", String(250), nullable=False),
+    UniqueConstraint("run_id", "name"),
+)
+
+metric_chunks = Table(
+    "metric_chunks",
+    metadata,
+    Column("id", AutoBigInt, primary_key=True, autoincrement=True),
+    Column("run_id", ID, ForeignKey("runs.id"), nullable=False),
+    Column("key_id", Integer, ForeignKey("metric_keys.id"), nullable=False),
+    Column("first_step", BigInteger, nullable=False),
+    Column("last_step", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("min_value", Double),
+    Column("max_value", Double),
+    Column("steps", LargeBinary, nullable=False),
+    Column("timestamps", LargeBinary, nullable=False),
+    Column("values", LargeBinary, nullable=False),
+    Index(None, "run_id", "key_id", "first_step"),
+)
+
+metric_summaries = Table(
+    "metric_summaries",
+    metadata,
+    Column("run_id", ID, ForeignKey("runs.id"), primary_key=True),
+    Column("key", String(250), primary_key=True),
+    Column("last_value", Double),
+    Column("last_step", BigInteger, nullable=False),
+    Column("last_timestamp", BigInteger, nullable=False),
+    Column("min_value", Double),
+    Column("max_value", Double),
+    Column("count", BigInteger, nullable=False),
+)

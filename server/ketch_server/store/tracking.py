@@ -1,0 +1,649 @@
+"""The tracking store: experiments, runs, params, tags and metrics in SQL.
+
+Contract (every backend, SQLite and PostgreSQL):
+
+* Each public coroutine runs in its own transaction; it either commits whole or
+  changes nothing.
+* Inputs are assumed validated by the service layer; the store still maps
+  database constraint failures to domain errors (``AlreadyExists`` and friends)
+  and lost connections to ``Unavailable``. It never raises SQLAlchemy errors.
+* ``create_run`` with a ``request_id`` already used returns the stored run.
+* ``log_metrics`` writes one chunk per key and folds the summaries in SQL, so
+  concurrent writers to the same run never lose a count or an extreme.
+* Safe for concurrent use from one event loop; holds no per-request state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import case, delete, literal, or_, select, update
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ketch_server.domain import metrics as chunks
+from ketch_server.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    ParamConflict,
+    Unavailable,
+)
+from ketch_server.domain.filters import Node, OrderKey
+from ketch_server.domain.ids import new_id
+from ketch_server.domain.models import (
+    Experiment,
+    GpuInfo,
+    Lifecycle,
+    MetricColumns,
+    MetricSummary,
+    Page,
+    Run,
+    RunEnvironment,
+    RunSource,
+    RunState,
+    View,
+)
+from ketch_server.domain.pagination import decode_token, encode_token, fingerprint
+from ketch_server.store import search
+from ketch_server.store.schema import (
+    experiments,
+    metric_chunks,
+    metric_keys,
+    metric_summaries,
+    params,
+    runs,
+    tags,
+)
+
+__all__ = ["TrackingStore", "now_ms"]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class TrackingStore:
+    """Tracking persistence over one async engine. See the module docstring."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+
+    # ------------------------------------------------------------ plumbing
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except (OperationalError, InterfaceError, OSError, ConnectionError) as exc:
+            if isinstance(exc, OperationalError) and "locked" in str(exc):
+                raise Unavailable(
+                    "the SQLite database stayed locked by another writer; retry the call"
+                ) from exc
+            raise Unavailable(
+                "the database cannot be reached; the call changed nothing, retry it later"
+            ) from exc
+
+    def _insert(self, table):
+        module = pg_dialect if self._dialect == "postgresql" else sqlite_dialect
+        return module.insert(table)
+
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` unless the database answers a trivial query."""
+        async with self._tx() as conn:
+            await conn.execute(select(literal(1)))
+
+    # --------------------------------------------------------- experiments
+
+    async def create_experiment(self, display_name: str, description: str) -> Experiment:
+        now = now_ms()
+        row = {
+            "id": new_id(),
+            "display_name": display_name,
+            "description": description,
+            "lifecycle": Lifecycle.ACTIVE.value,
+            "create_time": now,
+            "update_time": now,
+            "delete_time": None,
+            "revision": 1,
+        }
+        try:
+            async with self._tx() as conn:
+                await conn.execute(experiments.insert().values(row))
+        except IntegrityError as exc:
+            raise AlreadyExists(
+                "experiments",
+                f"an experiment named {display_name!r} already exists; pick another name "
+                "or fetch it with GetExperimentByName",
+                field="display_name",
+            ) from exc
+        return _experiment(row)
+
+    async def get_experiment(self, experiment_id: str) -> Experiment:
+        async with self._tx() as conn:
+            return await self._experiment(conn, experiments.c.id == experiment_id,
+                                          f"experiments/{experiment_id}")
+
+    async def get_experiment_by_name(self, display_name: str) -> Experiment:
+        async with self._tx() as conn:
+            return await self._experiment(
+                conn, experiments.c.display_name == display_name,
+                f"experiment named {display_name!r}",
+            )
+
+    async def _experiment(self, conn: AsyncConnection, where, label: str) -> Experiment:
+        row = (await conn.execute(select(experiments).where(where))).mappings().first()
+        if row is None:
+            raise NotFound(label.split(" ")[0] if "/" in label else "experiments", f"{label} not found")
+        return _experiment(row)
+
+    async def list_experiments(self, page_size: int, page_token: str, view: View) -> Page:
+        query = fingerprint("experiments", view.value)
+        stmt = select(experiments).where(_lifecycle_clause(experiments, view))
+        if page_token:
+            (last_id,) = decode_token(page_token, query, 1)
+            stmt = stmt.where(experiments.c.id > str(last_id))
+        stmt = stmt.order_by(experiments.c.id).limit(page_size + 1)
+        async with self._tx() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        items = [_experiment(r) for r in rows[:page_size]]
+        token = encode_token(query, [items[-1].id]) if len(rows) > page_size else ""
+        return Page(items, token)
+
+    async def update_experiment(
+        self, experiment_id: str, changes: dict[str, Any], etag: str = ""
+    ) -> Experiment:
+        """Apply ``changes`` (display_name, description, lifecycle) guarded by ``etag``."""
+        values = dict(changes)
+        if "lifecycle" in values:
+            deleted = values["lifecycle"] is Lifecycle.DELETED
+            values["lifecycle"] = values["lifecycle"].value
+            values["delete_time"] = now_ms() if deleted else None
+        try:
+            async with self._tx() as conn:
+                current = await self._experiment(
+                    conn, experiments.c.id == experiment_id, f"experiments/{experiment_id}"
+                )
+                _check_etag(etag, current.etag, f"experiments/{experiment_id}")
+                await conn.execute(
+                    update(experiments)
+                    .where(experiments.c.id == experiment_id)
+                    .values(**values, update_time=now_ms(), revision=current.revision + 1)
+                )
+                return await self._experiment(
+                    conn, experiments.c.id == experiment_id, f"experiments/{experiment_id}"
+                )
+        except IntegrityError as exc:
+            raise AlreadyExists(
+                "experiments",
+                f"an experiment named {changes.get('display_name')!r} already exists",
+                field="experiment.display_name",
+            ) from exc
+
+    # ---------------------------------------------------------------- runs
+
+    async def create_run(
+        self,
+        experiment_id: str,
+        *,
+        display_name: str,
+        parent_run_id: str | None,
+        user: str,
+        params_: dict[str, str],
+        tags_: dict[str, str],
+        source: RunSource,
+        environment: RunEnvironment,
+        request_id: str | None,
+        start_time: int | None,
+    ) -> Run:
+        if request_id:
+            existing = await self._run_by_request_id(request_id)
+            if existing is not None:
+                return existing
+        now = now_ms()
+        run_id = new_id()
+        row = {
+            "id": run_id,
+            "experiment_id": experiment_id,
+            "display_name": display_name or _default_run_name(run_id),
+            "state": RunState.RUNNING.value,
+            "lifecycle": Lifecycle.ACTIVE.value,
+            "start_time": start_time or now,
+            "end_time": None,
+            "update_time": now,
+            "delete_time": None,
+            "parent_run_id": parent_run_id,
+            "user": user,
+            "request_id": request_id or None,
+            "source": json.dumps(dataclasses.asdict(source)),
+            "environment": json.dumps(dataclasses.asdict(environment)),
+            "revision": 1,
+        }
+        try:
+            async with self._tx() as conn:
+                exp = await self._experiment(
+                    conn, experiments.c.id == experiment_id, f"experiments/{experiment_id}"
+                )
+                if exp.lifecycle is Lifecycle.DELETED:
+                    raise FailedPrecondition(
+                        f"experiments/{experiment_id} is deleted; undelete it or pick another",
+                        field="experiment",
+                    )
+                if parent_run_id:
+                    await self._run_row(conn, parent_run_id, label="parent_run")
+                await conn.execute(runs.insert().values(row))
+                if params_:
+                    await conn.execute(
+                        params.insert(), [{"run_id": run_id, "key": k, "value": v}
+                                          for k, v in params_.items()]
+                    )
+                if tags_:
+                    await conn.execute(
+                        tags.insert(), [{"run_id": run_id, "key": k, "value": v}
+                                        for k, v in tags_.items()]
+                    )
+                return await self._load_run(conn, run_id)
+        except IntegrityError:
+            if request_id:
+                existing = await self._run_by_request_id(request_id)
+                if existing is not None:
+                    return existing
+            raise
+
+    async def _run_by_request_id(self, request_id: str) -> Run | None:
+        async with self._tx() as conn:
+            found = (
+                await conn.execute(select(runs.c.id).where(runs.c.request_id == request_id))
+            ).scalar()
+            return await self._load_run(conn, found) if found else None
+
+    async def get_run(self, run_id: str) -> Run:
+        async with self._tx() as conn:
+            return await self._load_run(conn, run_id)
+
+    async def _run_row(self, conn: AsyncConnection, run_id: str, *, label: str = "run"):
+        row = (await conn.execute(select(runs).where(runs.c.id == run_id))).mappings().first()
+        if row is None:
+            raise NotFound(f"runs/{run_id}", f"{label} runs/{run_id} not found")
+        return row
+
+    async def _load_run(self, conn: AsyncConnection, run_id: str) -> Run:
+        row = await self._run_row(conn, run_id)
+        (run,) = await self._hydrate(conn, [row])
+        return run
+
+    async def _hydrate(self, conn: AsyncConnection, rows: Sequence[Any]) -> list[Run]:
+        """Attach params, tags and metric summaries to run rows, in three queries."""
+        ids = [r["id"] for r in rows]
+        if not ids:
+            return []
+        by_run: dict[str, dict[str, Any]] = {i: {"p": {}, "t": {}, "m": []} for i in ids}
+        for table, slot in ((params, "p"), (tags, "t")):
+            result = await conn.execute(
+                select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(ids))
+            )
+            for run_id, key, value in result:
+                by_run[run_id][slot][key] = value
+        result = await conn.execute(
+            select(metric_summaries)
+            .where(metric_summaries.c.run_id.in_(ids))
+            .order_by(metric_summaries.c.key)
+        )
+        for m in result.mappings():
+            by_run[m["run_id"]]["m"].append(_summary(m))
+        return [_run(r, **by_run[r["id"]]) for r in rows]
+
+    async def update_run(self, run_id: str, changes: dict[str, Any], etag: str = "") -> Run:
+        """Apply ``changes`` (display_name, state, end_time, lifecycle) guarded by ``etag``."""
+        values = dict(changes)
+        for key in ("state", "lifecycle"):
+            if key in values:
+                values[key] = values[key].value
+        if "lifecycle" in changes:
+            deleted = changes["lifecycle"] is Lifecycle.DELETED
+            values["delete_time"] = now_ms() if deleted else None
+        async with self._tx() as conn:
+            row = await self._run_row(conn, run_id)
+            _check_etag(etag, f'W/"{row["revision"]}"', f"runs/{run_id}")
+            if "state" in changes:
+                terminal = changes["state"].terminal
+                values["end_time"] = (changes.get("end_time") or now_ms()) if terminal else None
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(**values, update_time=now_ms(), revision=row["revision"] + 1)
+            )
+            return await self._load_run(conn, run_id)
+
+    async def search_runs(
+        self,
+        experiment_ids: Sequence[str],
+        where: Node | None,
+        order: Sequence[OrderKey],
+        page_size: int,
+        page_token: str,
+        view: View,
+    ) -> Page:
+        """Runs matching ``where``, sorted by ``order`` then id; keyset-paginated."""
+        query = fingerprint("runs", sorted(experiment_ids), repr(where), repr(order), view.value)
+        sort = search.order_columns(order)
+        stmt = select(runs, *[expr.label(f"_k{i}") for i, (expr, _) in enumerate(sort)])
+        stmt = stmt.where(_lifecycle_clause(runs, view))
+        if experiment_ids:
+            stmt = stmt.where(runs.c.experiment_id.in_(list(experiment_ids)))
+        if where is not None:
+            stmt = stmt.where(search.compile_filter(where))
+        if page_token:
+            last = decode_token(page_token, query, len(sort))
+            stmt = stmt.where(search.after(sort, last))
+        stmt = stmt.order_by(*search.order_clauses(sort)).limit(page_size + 1)
+        async with self._tx() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+            items = await self._hydrate(conn, rows[:page_size])
+        token = ""
+        if len(rows) > page_size:
+            last_row = rows[page_size - 1]
+            token = encode_token(query, [_jsonable(last_row[f"_k{i}"]) for i in range(len(sort))])
+        return Page(items, token)
+
+    # ---------------------------------------------------------- params, tags
+
+    async def _writable_run(self, conn: AsyncConnection, run_id: str):
+        row = await self._run_row(conn, run_id)
+        if row["lifecycle"] == Lifecycle.DELETED.value:
+            raise FailedPrecondition(
+                f"runs/{run_id} is deleted; undelete it before writing to it", field="run"
+            )
+        return row
+
+    async def log_params(self, run_id: str, values: dict[str, str]) -> None:
+        """Write-once params: equal re-writes are no-ops, different values raise ParamConflict."""
+        if not values:
+            return
+        async with self._tx() as conn:
+            await self._writable_run(conn, run_id)
+            stored = dict(
+                (
+                    await conn.execute(
+                        select(params.c.key, params.c.value).where(
+                            params.c.run_id == run_id, params.c.key.in_(list(values))
+                        )
+                    )
+                ).all()
+            )
+            for key, value in values.items():
+                if key in stored and stored[key] != value:
+                    raise ParamConflict(f"runs/{run_id}", key, stored[key], value)
+            fresh = [{"run_id": run_id, "key": k, "value": v}
+                     for k, v in values.items() if k not in stored]
+            if fresh:
+                try:
+                    await conn.execute(params.insert(), fresh)
+                except IntegrityError as exc:
+                    raise FailedPrecondition(
+                        "a concurrent call logged the same params; retry to see the result",
+                        reason="PARAM_RACE",
+                    ) from exc
+
+    async def set_tags(self, run_id: str, values: dict[str, str]) -> None:
+        if not values:
+            return
+        async with self._tx() as conn:
+            await self._writable_run(conn, run_id)
+            stmt = self._insert(tags)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[tags.c.run_id, tags.c.key], set_={"value": stmt.excluded.value}
+            )
+            await conn.execute(
+                stmt, [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()]
+            )
+
+    async def delete_tag(self, run_id: str, key: str) -> None:
+        async with self._tx() as conn:
+            await self._writable_run(conn, run_id)
+            result = await conn.execute(delete(tags).where(tags.c.run_id == run_id, tags.c.key == key))
+            if result.rowcount == 0:
+                raise NotFound(f"runs/{run_id}/tags/{key}", f"runs/{run_id} has no tag {key!r}")
+
+    # ------------------------------------------------------------- metrics
+
+    async def log_metrics(self, run_id: str, batch: MetricColumns) -> int:
+        """Store a validated batch as one chunk per key; returns the points written."""
+        if not len(batch):
+            async with self._tx() as conn:
+                await self._writable_run(conn, run_id)
+            return 0
+        parts = chunks.split_batch(batch, now_ms())
+        async with self._tx() as conn:
+            await self._writable_run(conn, run_id)
+            key_ids = await self._key_ids(conn, run_id, [c.key for c in parts])
+            await conn.execute(
+                metric_chunks.insert(), [_chunk_row(run_id, key_ids[c.key], c) for c in parts]
+            )
+            await self._fold_summaries(conn, run_id, parts)
+        return len(batch)
+
+    async def _key_ids(self, conn: AsyncConnection, run_id: str, names: list[str]) -> dict[str, int]:
+        stmt = self._insert(metric_keys).on_conflict_do_nothing(
+            index_elements=[metric_keys.c.run_id, metric_keys.c.name]
+        )
+        await conn.execute(stmt, [{"run_id": run_id, "name": n} for n in names])
+        result = await conn.execute(
+            select(metric_keys.c.name, metric_keys.c.id).where(
+                metric_keys.c.run_id == run_id, metric_keys.c.name.in_(names)
+            )
+        )
+        return dict(result.all())
+
+    async def _fold_summaries(self, conn: AsyncConnection, run_id: str, parts) -> None:
+        stmt = self._insert(metric_summaries)
+        new, old = stmt.excluded, metric_summaries.c
+        newer = new.last_step >= old.last_step
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[old.run_id, old.key],
+            set_={
+                "last_value": case((newer, new.last_value), else_=old.last_value),
+                "last_timestamp": case((newer, new.last_timestamp), else_=old.last_timestamp),
+                "last_step": case((newer, new.last_step), else_=old.last_step),
+                "min_value": case(
+                    (or_(old.min_value.is_(None), new.min_value < old.min_value), new.min_value),
+                    else_=old.min_value,
+                ),
+                "max_value": case(
+                    (or_(old.max_value.is_(None), new.max_value > old.max_value), new.max_value),
+                    else_=old.max_value,
+                ),
+                "count": old.count + new.count,
+            },
+        )
+        await conn.execute(stmt, [_summary_row(run_id, c) for c in parts])
+
+    async def read_metric_history(
+        self,
+        run_id: str,
+        keys: Sequence[str],
+        start_step: int | None,
+        end_step: int | None,
+    ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+        """Each requested key's points in step order: (key, steps, timestamps_ms, values).
+
+        Unknown keys yield empty series; with ``keys`` empty every key of the run is read.
+        """
+        async with self._tx() as conn:
+            await self._run_row(conn, run_id)
+            key_stmt = select(metric_keys.c.id, metric_keys.c.name).where(
+                metric_keys.c.run_id == run_id
+            )
+            if keys:
+                key_stmt = key_stmt.where(metric_keys.c.name.in_(list(keys)))
+            known = dict((await conn.execute(key_stmt.order_by(metric_keys.c.name))).all())
+            stmt = (
+                select(
+                    metric_chunks.c.key_id,
+                    metric_chunks.c.first_step,
+                    metric_chunks.c.count,
+                    metric_chunks.c.steps,
+                    metric_chunks.c.timestamps,
+                    metric_chunks.c["values"],
+                )
+                .where(metric_chunks.c.run_id == run_id, metric_chunks.c.key_id.in_(list(known)))
+                .order_by(metric_chunks.c.id)
+            )
+            if start_step is not None:
+                stmt = stmt.where(metric_chunks.c.last_step >= start_step)
+            if end_step is not None:
+                stmt = stmt.where(metric_chunks.c.first_step <= end_step)
+            decoded: dict[int, list] = {k: [] for k in known}
+            for key_id, first, count, s, t, v in await conn.execute(stmt):
+                decoded[key_id].append(chunks.decode_chunk(first, count, s, t, v))
+        out = []
+        names = {name: key_id for key_id, name in known.items()}
+        for name in keys or sorted(names):
+            series = chunks.merge_series(decoded.get(names.get(name, -1), []))
+            out.append((name, *_step_window(series, start_step, end_step)))
+        return out
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _step_window(series, start: int | None, end: int | None):
+    steps, timestamps, values = series
+    if start is None and end is None:
+        return series
+    mask = np.ones(len(steps), dtype=bool)
+    if start is not None:
+        mask &= steps >= start
+    if end is not None:
+        mask &= steps <= end
+    return steps[mask], timestamps[mask], values[mask]
+
+
+def _check_etag(given: str, stored: str, resource: str) -> None:
+    from ketch_server.domain.errors import Aborted
+
+    if given and given != stored:
+        raise Aborted(
+            f"{resource} changed since you read it (etag {given} is now {stored}); "
+            "re-read it and retry",
+            resource=resource,
+        )
+
+
+def _lifecycle_clause(table, view: View):
+    if view is View.ALL:
+        return literal(True)
+    wanted = Lifecycle.DELETED if view is View.DELETED_ONLY else Lifecycle.ACTIVE
+    return table.c.lifecycle == wanted.value
+
+
+def _experiment(row) -> Experiment:
+    return Experiment(
+        id=row["id"],
+        display_name=row["display_name"],
+        description=row["description"],
+        lifecycle=Lifecycle(row["lifecycle"]),
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+        delete_time=row["delete_time"],
+        revision=row["revision"],
+    )
+
+
+def _run(row, *, p: dict, t: dict, m: list) -> Run:
+    source = json.loads(row["source"])
+    env = json.loads(row["environment"])
+    return Run(
+        id=row["id"],
+        experiment_id=row["experiment_id"],
+        display_name=row["display_name"],
+        state=RunState(row["state"]),
+        lifecycle=Lifecycle(row["lifecycle"]),
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        update_time=row["update_time"],
+        delete_time=row["delete_time"],
+        parent_run_id=row["parent_run_id"],
+        user=row["user"],
+        params=p,
+        tags=t,
+        metrics=tuple(m),
+        source=RunSource(**{**source, "argv": tuple(source.get("argv", ()))}),
+        environment=RunEnvironment(
+            **{
+                **env,
+                "packages": tuple(env.get("packages", ())),
+                "gpus": tuple(GpuInfo(**g) for g in env.get("gpus", ())),
+            }
+        ),
+        revision=row["revision"],
+    )
+
+
+def _nan_to_null(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+def _null_to_nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _summary(row) -> MetricSummary:
+    return MetricSummary(
+        key=row["key"],
+        last_value=_null_to_nan(row["last_value"]),
+        last_step=row["last_step"],
+        last_timestamp=row["last_timestamp"],
+        min_value=_null_to_nan(row["min_value"]),
+        max_value=_null_to_nan(row["max_value"]),
+        count=row["count"],
+    )
+
+
+def _chunk_row(run_id: str, key_id: int, c: chunks.Chunk) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "key_id": key_id,
+        "first_step": c.first_step,
+        "last_step": c.last_step,
+        "count": c.count,
+        "min_value": c.min_value,
+        "max_value": c.max_value,
+        "steps": c.steps_blob,
+        "timestamps": c.timestamps_blob,
+        "values": c.values_blob,
+    }
+
+
+def _summary_row(run_id: str, c: chunks.Chunk) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "key": c.key,
+        "last_value": _nan_to_null(c.last_value),
+        "last_step": c.last_step,
+        "last_timestamp": c.last_timestamp,
+        "min_value": c.min_value,
+        "max_value": c.max_value,
+        "count": c.count,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _default_run_name(run_id: str) -> str:
+    return f"run-{run_id[-8:]}"
