@@ -1,0 +1,257 @@
+"""``ketch.Client``: queries and administration, with names MLflow users know."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from google.protobuf import field_mask_pb2
+
+from ketch import errors
+from ketch._transport import Transport
+from ketch._types import Experiment, MetricHistory, RunRecord
+from ketch.api.v1 import common_pb2, tracking_pb2
+
+__all__ = ["Client"]
+
+_VIEWS = {"active": 1, "deleted": 2, "all": 3}
+_STATES = {"RUNNING": 1, "FINISHED": 2, "FAILED": 3, "KILLED": 4}
+
+
+def _run_name(run_id: str) -> str:
+    return run_id if run_id.startswith("runs/") else f"runs/{run_id}"
+
+
+def _experiment_name(experiment_id: str) -> str:
+    return experiment_id if experiment_id.startswith("experiments/") else f"experiments/{experiment_id}"
+
+
+def _view(view: str) -> int:
+    try:
+        return _VIEWS[view]
+    except KeyError:
+        raise errors.InvalidArgument(
+            f"view {view!r} is not one of {', '.join(_VIEWS)}", metadata={"field": "view"}
+        ) from None
+
+
+class Client:
+    """A synchronous, thread-safe client of one ketch server.
+
+    Args:
+        uri: ``grpc://host:port`` or ``grpcs://host:port``; default KETCH_TRACKING_URI,
+            else ``grpc://127.0.0.1:50051``.
+        timeout: Seconds each call may take.
+    """
+
+    def __init__(self, uri: str | None = None, *, timeout: float = 30.0) -> None:
+        self._transport = Transport(uri, timeout=timeout)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --------------------------------------------------------- experiments
+
+    def create_experiment(self, name: str, description: str = "") -> Experiment:
+        pb = self._transport.call(
+            "CreateExperiment",
+            tracking_pb2.CreateExperimentRequest(display_name=name, description=description),
+        )
+        return Experiment._from_proto(pb)
+
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        req = tracking_pb2.GetExperimentRequest(name=_experiment_name(experiment_id))
+        return Experiment._from_proto(self._transport.call("GetExperiment", req, retries=3))
+
+    def get_experiment_by_name(self, name: str) -> Experiment | None:
+        """The experiment called ``name``, or None when there is none."""
+        req = tracking_pb2.GetExperimentByNameRequest(display_name=name)
+        try:
+            return Experiment._from_proto(self._transport.call("GetExperimentByName", req, retries=3))
+        except errors.NotFound:
+            return None
+
+    def get_or_create_experiment(self, name: str) -> Experiment:
+        """Fetch ``name``, creating it when missing (safe when several processes race)."""
+        found = self.get_experiment_by_name(name)
+        if found is not None:
+            return found
+        try:
+            return self.create_experiment(name)
+        except errors.AlreadyExists:
+            found = self.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found
+
+    def list_experiments(self, *, view: str = "active", page_size: int = 0) -> Iterator[Experiment]:
+        """Iterate experiments (oldest first), fetching pages lazily."""
+        token = ""
+        while True:
+            req = tracking_pb2.ListExperimentsRequest(
+                page_size=page_size, page_token=token, view=_view(view)
+            )
+            resp = self._transport.call("ListExperiments", req, retries=3)
+            yield from (Experiment._from_proto(e) for e in resp.experiments)
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        req = tracking_pb2.DeleteExperimentRequest(name=_experiment_name(experiment_id))
+        self._transport.call("DeleteExperiment", req)
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        req = tracking_pb2.UndeleteExperimentRequest(name=_experiment_name(experiment_id))
+        self._transport.call("UndeleteExperiment", req)
+
+    # ---------------------------------------------------------------- runs
+
+    def get_run(self, run_id: str) -> RunRecord:
+        pb = self._transport.call("GetRun", tracking_pb2.GetRunRequest(name=_run_name(run_id)),
+                                  retries=3)
+        return RunRecord._from_proto(pb)
+
+    def iter_runs(
+        self,
+        filter: str = "",
+        order_by: Sequence[str] = (),
+        *,
+        experiment_ids: Sequence[str] = (),
+        experiment_names: Sequence[str] = (),
+        view: str = "active",
+        page_size: int = 0,
+    ) -> Iterator[RunRecord]:
+        """Iterate runs matching ``filter``, fetching pages lazily.
+
+        Args:
+            filter: e.g. ``params.lr = "0.01" and metrics.val_loss < 0.3``.
+            order_by: e.g. ``["metrics.val_loss ASC", "start_time DESC"]``.
+            experiment_ids / experiment_names: limit the search; default all experiments.
+        """
+        names = [_experiment_name(e) for e in experiment_ids]
+        for exp_name in experiment_names:
+            exp = self.get_experiment_by_name(exp_name)
+            if exp is None:
+                raise errors.NotFound(f"no experiment named {exp_name!r}")
+            names.append(_experiment_name(exp.id))
+        token = ""
+        while True:
+            req = tracking_pb2.SearchRunsRequest(
+                experiments=names, filter=filter, order_by=list(order_by),
+                page_size=page_size, page_token=token, view=_view(view),
+            )
+            resp = self._transport.call("SearchRuns", req, retries=3)
+            yield from (RunRecord._from_proto(r) for r in resp.runs)
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def search_runs(
+        self,
+        filter: str = "",
+        order_by: Sequence[str] = (),
+        *,
+        experiment_ids: Sequence[str] = (),
+        experiment_names: Sequence[str] = (),
+        view: str = "active",
+        max_results: int = 1000,
+    ) -> list[RunRecord]:
+        """Like :meth:`iter_runs`, collected into a list of at most ``max_results`` runs."""
+        out: list[RunRecord] = []
+        for run in self.iter_runs(filter, order_by, experiment_ids=experiment_ids,
+                                  experiment_names=experiment_names, view=view,
+                                  page_size=min(max_results, 1000)):
+            out.append(run)
+            if len(out) >= max_results:
+                break
+        return out
+
+    def set_terminated(self, run_id: str, status: str = "FINISHED") -> RunRecord:
+        """Set a run's state (RUNNING, FINISHED, FAILED, KILLED); terminal ones set end time."""
+        state = _STATES.get(status.upper())
+        if state is None:
+            raise errors.InvalidArgument(
+                f"status {status!r} is not one of {', '.join(_STATES)}",
+                metadata={"field": "status"},
+            )
+        req = tracking_pb2.UpdateRunRequest(
+            run=tracking_pb2.Run(name=_run_name(run_id), state=state),
+            update_mask=field_mask_pb2.FieldMask(paths=["state"]),
+        )
+        return RunRecord._from_proto(self._transport.call("UpdateRun", req))
+
+    def rename_run(self, run_id: str, name: str) -> RunRecord:
+        req = tracking_pb2.UpdateRunRequest(
+            run=tracking_pb2.Run(name=_run_name(run_id), display_name=name),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        )
+        return RunRecord._from_proto(self._transport.call("UpdateRun", req))
+
+    def delete_run(self, run_id: str) -> None:
+        self._transport.call("DeleteRun", tracking_pb2.DeleteRunRequest(name=_run_name(run_id)))
+
+    def restore_run(self, run_id: str) -> None:
+        self._transport.call("UndeleteRun", tracking_pb2.UndeleteRunRequest(name=_run_name(run_id)))
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        req = tracking_pb2.LogParamsRequest(
+            run=_run_name(run_id), params={k: _param_str(v) for k, v in params.items()}
+        )
+        self._transport.call("LogParams", req, retries=3)
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        req = tracking_pb2.SetTagsRequest(run=_run_name(run_id),
+                                          tags={k: str(v) for k, v in tags.items()})
+        self._transport.call("SetTags", req, retries=3)
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        self._transport.call("DeleteTag", tracking_pb2.DeleteTagRequest(run=_run_name(run_id), key=key))
+
+    # ------------------------------------------------------------- metrics
+
+    def get_metric_history(
+        self, run_id: str, key: str, *, start_step: int | None = None, end_step: int | None = None
+    ) -> MetricHistory:
+        """Every point of metric ``key`` in step order (numpy arrays when numpy is installed)."""
+        return self.get_metric_histories(run_id, [key], start_step=start_step,
+                                         end_step=end_step)[key]
+
+    def get_metric_histories(
+        self, run_id: str, keys: Sequence[str] = (), *, start_step: int | None = None,
+        end_step: int | None = None,
+    ) -> dict[str, MetricHistory]:
+        """Histories of ``keys`` (every key of the run when empty), streamed in chunks."""
+        req = tracking_pb2.ReadMetricHistoryRequest(run=_run_name(run_id), keys=list(keys),
+                                                    start_step=start_step, end_step=end_step)
+        parts: dict[str, list[Any]] = {}
+        for resp in self._transport.stream("ReadMetricHistory", req):
+            for series in resp.series:
+                parts.setdefault(series.key, []).append(series)
+        return {key: _history(key, chunks) for key, chunks in parts.items()}
+
+
+def _history(key: str, chunks: list[common_pb2.MetricSeries]) -> MetricHistory:
+    try:
+        import numpy as np
+    except ImportError:
+        steps = [s for c in chunks for s in c.steps]
+        stamps = [t for c in chunks for t in c.timestamps_ms]
+        values = [v for c in chunks for v in c.values]
+        return MetricHistory(key, steps, stamps, values)
+    return MetricHistory(
+        key,
+        np.concatenate([np.asarray(c.steps, dtype=np.int64) for c in chunks]),
+        np.concatenate([np.asarray(c.timestamps_ms, dtype=np.int64) for c in chunks]),
+        np.concatenate([np.asarray(c.values, dtype=np.float64) for c in chunks]),
+    )
+
+
+def _param_str(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value) if isinstance(value, float) else str(value)

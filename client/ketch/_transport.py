@@ -1,0 +1,85 @@
+"""The SDK's gRPC transport: one lazily created channel per process.
+
+Only this module and ``_convert`` touch generated types. Channels are created on
+first use in the calling process (fork safety: a forked child makes its own).
+Calls are synchronous, thread-safe, and raise :mod:`ketch.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from ketch import errors
+from ketch._config import Endpoint, parse_uri
+from ketch.api.v1 import tracking_pb2_grpc
+
+__all__ = ["Transport"]
+
+T = TypeVar("T")
+
+_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.enable_retries", 1),
+]
+
+
+class Transport:
+    """Synchronous access to the tracking service at ``uri``."""
+
+    def __init__(self, uri: str | None = None, *, timeout: float = 30.0) -> None:
+        self.endpoint: Endpoint = parse_uri(uri)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._channel: grpc.Channel | None = None
+        self._stub: tracking_pb2_grpc.TrackingServiceStub | None = None
+
+    @property
+    def stub(self) -> tracking_pb2_grpc.TrackingServiceStub:
+        with self._lock:
+            if self._stub is None or self._pid != os.getpid():
+                if self.endpoint.secure:
+                    creds = grpc.ssl_channel_credentials()
+                    self._channel = grpc.secure_channel(self.endpoint.target, creds, _OPTIONS)
+                else:
+                    self._channel = grpc.insecure_channel(self.endpoint.target, _OPTIONS)
+                self._stub = tracking_pb2_grpc.TrackingServiceStub(self._channel)
+                self._pid = os.getpid()
+            return self._stub
+
+    def call(self, method: str, request: Any, *, retries: int = 0, timeout: float | None = None):
+        """Call a unary method; retry UNAVAILABLE ``retries`` times with backoff.
+
+        Only pass ``retries`` for idempotent calls (reads, creates with request_id).
+        """
+        fn: Callable[..., Any] = getattr(self.stub, method)
+        for attempt in range(retries + 1):
+            try:
+                return fn(request, timeout=timeout or self.timeout, wait_for_ready=attempt > 0)
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == retries:
+                    raise errors.from_rpc_error(err) from None
+                time.sleep(min(0.2 * 2**attempt, 5.0))
+        raise AssertionError("unreachable")
+
+    def stream(self, method: str, request: Any, *, timeout: float | None = None) -> Iterator[Any]:
+        """Iterate a server-streaming method, translating errors."""
+        try:
+            yield from getattr(self.stub, method)(request, timeout=timeout or self.timeout * 10)
+        except grpc.RpcError as err:
+            raise errors.from_rpc_error(err) from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._channel is not None and self._pid == os.getpid():
+                self._channel.close()
+            self._channel = self._stub = None

@@ -1,0 +1,126 @@
+"""User-facing records returned by :class:`ketch.Client` (no protobuf in sight)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["Experiment", "MetricHistory", "MetricSummary", "RunRecord"]
+
+
+def _time(ts: Any) -> dt.datetime | None:
+    if ts is None or (ts.seconds == 0 and ts.nanos == 0):
+        return None
+    return ts.ToDatetime(tzinfo=dt.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    id: str
+    name: str
+    description: str
+    deleted: bool
+    create_time: dt.datetime | None
+    etag: str
+
+    @classmethod
+    def _from_proto(cls, pb: Any) -> Experiment:
+        return cls(
+            id=pb.experiment_id,
+            name=pb.display_name,
+            description=pb.description,
+            deleted=pb.lifecycle_state == 2,
+            create_time=_time(pb.create_time),
+            etag=pb.etag,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSummary:
+    """Latest value (at the highest step) and extremes of one metric of a run."""
+
+    key: str
+    last: float
+    step: int
+    min: float
+    max: float
+    count: int
+
+    @classmethod
+    def _from_proto(cls, pb: Any) -> MetricSummary:
+        return cls(pb.key, pb.last_value, pb.last_step, pb.min_value, pb.max_value, pb.count)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """A run as stored on the server."""
+
+    id: str
+    experiment_id: str
+    name: str
+    state: str
+    deleted: bool
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+    parent_run_id: str | None
+    user: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: dict[str, MetricSummary]
+    source: dict[str, Any]
+    environment: dict[str, Any]
+    etag: str
+
+    @classmethod
+    def _from_proto(cls, pb: Any) -> RunRecord:
+        from google.protobuf.json_format import MessageToDict
+
+        return cls(
+            id=pb.run_id,
+            experiment_id=pb.experiment.rpartition("/")[2],
+            name=pb.display_name,
+            state=pb.DESCRIPTOR.fields_by_name["state"].enum_type.values_by_number[pb.state]
+            .name.removeprefix("RUN_STATE_"),
+            deleted=pb.lifecycle_state == 2,
+            start_time=_time(pb.start_time),
+            end_time=_time(pb.end_time) if pb.HasField("end_time") else None,
+            parent_run_id=pb.parent_run.rpartition("/")[2] or None,
+            user=pb.user,
+            params=dict(pb.params),
+            tags=dict(pb.tags),
+            metrics={m.key: MetricSummary._from_proto(m) for m in pb.metrics},
+            source=MessageToDict(pb.source, preserving_proto_field_name=True),
+            environment=MessageToDict(pb.environment, preserving_proto_field_name=True),
+            etag=pb.etag,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricHistory:
+    """Every point of one metric in step order.
+
+    ``steps``, ``timestamps`` (ms since the epoch) and ``values`` are numpy
+    arrays when numpy is installed, else lists.
+    """
+
+    key: str
+    steps: Sequence[int]
+    timestamps: Sequence[int]
+    values: Sequence[float]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def to_pandas(self):
+        """A DataFrame with columns step, timestamp (UTC datetime) and value."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "step": self.steps,
+                "timestamp": pd.to_datetime(list(self.timestamps), unit="ms", utc=True),
+                "value": self.values,
+            }
+        )

@@ -1,0 +1,43 @@
+"""Layering rules from STYLE.md, checked on the source: domain imports no grpc,
+protobuf or SQLAlchemy; generated *_pb2 types stay in api/ and the SDK transport."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SERVER = ROOT / "server" / "ketch_server"
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def test_domain_is_pure():
+    for path in (SERVER / "domain").glob("*.py"):
+        bad = {n for n in _imports(path) if n.split(".")[0] in ("grpc", "google", "sqlalchemy")}
+        assert not bad, f"{path.name} imports {bad}"
+
+
+def test_generated_types_only_at_the_edges():
+    allowed = {"api", "app.py"}
+    for path in SERVER.rglob("*.py"):
+        rel = path.relative_to(SERVER)
+        if rel.parts[0] in allowed:
+            continue
+        bad = {n for n in _imports(path) if "_pb2" in n}
+        assert not bad, f"{rel} imports generated types {bad}"
+
+
+def test_store_raises_no_grpc():
+    for path in (SERVER / "store").rglob("*.py"):
+        assert not {n for n in _imports(path) if n.startswith("grpc")}, path
