@@ -111,7 +111,7 @@ class ThreadServer:
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self._start())
-        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+        except BaseException as exc:
             self._error = exc
             self._ready.set()
             return
@@ -187,13 +187,23 @@ class ServerProcess:
         self.port = free_port()
         self.data_dir = data_dir
         self.log = data_dir.parent / f"server-{self.port}.log"
-        args = [sys.executable, "-m", "ketch_server", "--port", str(self.port),
-                "--data-dir", str(data_dir), "--grace", "2"]
+        args = [
+            sys.executable,
+            "-m",
+            "ketch_server",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data_dir),
+            "--grace",
+            "2",
+        ]
         if db_url:
             args += ["--db", db_url]
         self._log = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=data_dir.parent)
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, cwd=data_dir.parent
+        )
         wait_for_port(self.port, self.proc)
 
     @property

@@ -23,7 +23,11 @@ def _run_name(run_id: str) -> str:
 
 
 def _experiment_name(experiment_id: str) -> str:
-    return experiment_id if experiment_id.startswith("experiments/") else f"experiments/{experiment_id}"
+    return (
+        experiment_id
+        if experiment_id.startswith("experiments/")
+        else f"experiments/{experiment_id}"
+    )
 
 
 def _view(view: str) -> int:
@@ -73,7 +77,9 @@ class Client:
         """The experiment called ``name``, or None when there is none."""
         req = tracking_pb2.GetExperimentByNameRequest(display_name=name)
         try:
-            return Experiment._from_proto(self._transport.call("GetExperimentByName", req, retries=3))
+            return Experiment._from_proto(
+                self._transport.call("GetExperimentByName", req, retries=3)
+            )
         except errors.NotFound:
             return None
 
@@ -114,8 +120,9 @@ class Client:
     # ---------------------------------------------------------------- runs
 
     def get_run(self, run_id: str) -> RunRecord:
-        pb = self._transport.call("GetRun", tracking_pb2.GetRunRequest(name=_run_name(run_id)),
-                                  retries=3)
+        pb = self._transport.call(
+            "GetRun", tracking_pb2.GetRunRequest(name=_run_name(run_id)), retries=3
+        )
         return RunRecord._from_proto(pb)
 
     def iter_runs(
@@ -144,8 +151,12 @@ class Client:
         token = ""
         while True:
             req = tracking_pb2.SearchRunsRequest(
-                experiments=names, filter=filter, order_by=list(order_by),
-                page_size=page_size, page_token=token, view=_view(view),
+                experiments=names,
+                filter=filter,
+                order_by=list(order_by),
+                page_size=page_size,
+                page_token=token,
+                view=_view(view),
             )
             resp = self._transport.call("SearchRuns", req, retries=3)
             yield from (RunRecord._from_proto(r) for r in resp.runs)
@@ -165,9 +176,14 @@ class Client:
     ) -> list[RunRecord]:
         """Like :meth:`iter_runs`, collected into a list of at most ``max_results`` runs."""
         out: list[RunRecord] = []
-        for run in self.iter_runs(filter, order_by, experiment_ids=experiment_ids,
-                                  experiment_names=experiment_names, view=view,
-                                  page_size=min(max_results, 1000)):
+        for run in self.iter_runs(
+            filter,
+            order_by,
+            experiment_ids=experiment_ids,
+            experiment_names=experiment_names,
+            view=view,
+            page_size=min(max_results, 1000),
+        ):
             out.append(run)
             if len(out) >= max_results:
                 break
@@ -207,12 +223,15 @@ class Client:
         self._transport.call("LogParams", req, retries=3)
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        req = tracking_pb2.SetTagsRequest(run=_run_name(run_id),
-                                          tags={k: str(v) for k, v in tags.items()})
+        req = tracking_pb2.SetTagsRequest(
+            run=_run_name(run_id), tags={k: str(v) for k, v in tags.items()}
+        )
         self._transport.call("SetTags", req, retries=3)
 
     def delete_tag(self, run_id: str, key: str) -> None:
-        self._transport.call("DeleteTag", tracking_pb2.DeleteTagRequest(run=_run_name(run_id), key=key))
+        self._transport.call(
+            "DeleteTag", tracking_pb2.DeleteTagRequest(run=_run_name(run_id), key=key)
+        )
 
     # ------------------------------------------------------------- metrics
 
@@ -220,16 +239,22 @@ class Client:
         self, run_id: str, key: str, *, start_step: int | None = None, end_step: int | None = None
     ) -> MetricHistory:
         """Every point of metric ``key`` in step order (numpy arrays when numpy is installed)."""
-        return self.get_metric_histories(run_id, [key], start_step=start_step,
-                                         end_step=end_step)[key]
+        return self.get_metric_histories(run_id, [key], start_step=start_step, end_step=end_step)[
+            key
+        ]
 
     def get_metric_histories(
-        self, run_id: str, keys: Sequence[str] = (), *, start_step: int | None = None,
+        self,
+        run_id: str,
+        keys: Sequence[str] = (),
+        *,
+        start_step: int | None = None,
         end_step: int | None = None,
     ) -> dict[str, MetricHistory]:
         """Histories of ``keys`` (every key of the run when empty), streamed in chunks."""
-        req = tracking_pb2.ReadMetricHistoryRequest(run=_run_name(run_id), keys=list(keys),
-                                                    start_step=start_step, end_step=end_step)
+        req = tracking_pb2.ReadMetricHistoryRequest(
+            run=_run_name(run_id), keys=list(keys), start_step=start_step, end_step=end_step
+        )
         parts: dict[str, list[Any]] = {}
         for resp in self._transport.stream("ReadMetricHistory", req):
             for series in resp.series:
@@ -254,4 +279,6 @@ def _history(key: str, chunks: list[common_pb2.MetricSeries]) -> MetricHistory:
 
 
 def _param_str(value: Any) -> str:
-    return value if isinstance(value, str) else repr(value) if isinstance(value, float) else str(value)
+    return (
+        value if isinstance(value, str) else repr(value) if isinstance(value, float) else str(value)
+    )

@@ -32,8 +32,10 @@ def parse_uri(uri: str | None = None) -> Endpoint:
             metadata={"field": "uri"},
         )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise InvalidArgument(f"tracking URI {uri!r} must not have a path, query or fragment",
-                              metadata={"field": "uri"})
+        raise InvalidArgument(
+            f"tracking URI {uri!r} must not have a path, query or fragment",
+            metadata={"field": "uri"},
+        )
     secure = parts.scheme == "grpcs"
     port = parts.port or (443 if secure else 50051)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
@@ -43,6 +45,7 @@ def parse_uri(uri: str | None = None) -> Endpoint:
 def resolve_mode(mode: str | None) -> str:
     mode = (mode or os.environ.get("KETCH_MODE") or "online").lower()
     if mode not in MODES:
-        raise InvalidArgument(f"mode {mode!r} is not one of {', '.join(MODES)}",
-                              metadata={"field": "mode"})
+        raise InvalidArgument(
+            f"mode {mode!r} is not one of {', '.join(MODES)}", metadata={"field": "mode"}
+        )
     return mode

@@ -97,8 +97,9 @@ class Run:
 
     # ---------------------------------------------------------------- logging
 
-    def log(self, data: Mapping[str, Any], step: int | None = None, *,
-            timestamp: float | None = None) -> None:
+    def log(
+        self, data: Mapping[str, Any], step: int | None = None, *, timestamp: float | None = None
+    ) -> None:
         """Record metric values at ``step``; returns immediately.
 
         Args:
@@ -234,8 +235,7 @@ class Run:
         )
         self._client._transport.call("UpdateRun", req, retries=5)
         if self._failure is not None:
-            log_.error("run %s finished, but some points were rejected: %s", self.id,
-                       self._failure)
+            log_.error("run %s finished, but some points were rejected: %s", self.id, self._failure)
 
     end = finish
 
@@ -293,11 +293,12 @@ def _batches(keys: list[str], buf: _Columns):
 
 
 def _integral_step(step: Any) -> int:
+    """An integral step from an int-like value (2.0 is fine; NaN, 2.5 and "x" are not)."""
     try:
         as_float = float(step)
     except (TypeError, ValueError):
         as_float = math.nan
-    if not math.isfinite(as_float) or as_float != int(as_float) if math.isfinite(as_float) else True:
+    if not math.isfinite(as_float) or as_float != int(as_float):
         raise errors.InvalidArgument(
             f"step must be a finite integer, got {step!r}", metadata={"field": "step"}
         )
@@ -419,18 +420,34 @@ def _resume(client: Client, run_id: str) -> RunRecord:
 def _fill_environment(req: tracking_pb2.CreateRunRequest) -> None:
     src = _repro.collect_source()
     env = _repro.collect_environment()
-    req.source.CopyFrom(tracking_pb2.RunSource(
-        git_commit=src.git_commit, git_branch=src.git_branch, git_dirty=src.git_dirty,
-        git_remote=src.git_remote, entry_point=src.entry_point, argv=list(src.argv),
-    ))
-    req.environment.CopyFrom(tracking_pb2.RunEnvironment(
-        python_version=env.python_version, platform=env.platform, hostname=env.hostname,
-        cpu_count=env.cpu_count, packages=list(env.packages),
-        gpus=[tracking_pb2.GpuInfo(name=g.name, memory_total_bytes=g.memory_total_bytes,
-                                   uuid=g.uuid) for g in env.gpus],
-        gpu_driver_version=env.gpu_driver_version, cuda_version=env.cuda_version,
-        seed=env.seed,
-    ))
+    req.source.CopyFrom(
+        tracking_pb2.RunSource(
+            git_commit=src.git_commit,
+            git_branch=src.git_branch,
+            git_dirty=src.git_dirty,
+            git_remote=src.git_remote,
+            entry_point=src.entry_point,
+            argv=list(src.argv),
+        )
+    )
+    req.environment.CopyFrom(
+        tracking_pb2.RunEnvironment(
+            python_version=env.python_version,
+            platform=env.platform,
+            hostname=env.hostname,
+            cpu_count=env.cpu_count,
+            packages=list(env.packages),
+            gpus=[
+                tracking_pb2.GpuInfo(
+                    name=g.name, memory_total_bytes=g.memory_total_bytes, uuid=g.uuid
+                )
+                for g in env.gpus
+            ],
+            gpu_driver_version=env.gpu_driver_version,
+            cuda_version=env.cuda_version,
+            seed=env.seed,
+        )
+    )
 
 
 def _user() -> str:

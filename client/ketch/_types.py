@@ -81,7 +81,8 @@ class RunRecord:
             id=pb.run_id,
             experiment_id=pb.experiment.rpartition("/")[2],
             name=pb.display_name,
-            state=pb.DESCRIPTOR.fields_by_name["state"].enum_type.values_by_number[pb.state]
+            state=pb.DESCRIPTOR.fields_by_name["state"]
+            .enum_type.values_by_number[pb.state]
             .name.removeprefix("RUN_STATE_"),
             deleted=pb.lifecycle_state == 2,
             start_time=_time(pb.start_time),

@@ -58,8 +58,14 @@ def _is_loopback(host: str) -> bool:
 class KetchServer:
     """A built server: ``await start()``, then ``await stop()``. ``port`` is the bound port."""
 
-    def __init__(self, settings: Settings, server: grpc.aio.Server, store: TrackingStore,
-                 health_servicer: health.aio.HealthServicer, port: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        server: grpc.aio.Server,
+        store: TrackingStore,
+        health_servicer: health.aio.HealthServicer,
+        port: int,
+    ) -> None:
         self.settings = settings
         self.server = server
         self.store = store
@@ -78,8 +84,11 @@ class KetchServer:
         self._watch = asyncio.create_task(self._watch_database(), name="ketch-db-health")
         log.info(
             "ketch server listening",
-            extra={"address": self.address, "database": _redact(self.settings.database_url),
-                   "version": __version__},
+            extra={
+                "address": self.address,
+                "database": _redact(self.settings.database_url),
+                "version": __version__,
+            },
         )
 
     async def stop(self, grace: float | None = None) -> None:
@@ -147,7 +156,8 @@ async def build_server(settings: Settings) -> KetchServer:
     if settings.allow_anonymous and not _is_loopback(settings.host):
         log.warning(
             "SECURITY: serving UNAUTHENTICATED clients on %s (--allow-anonymous); anyone who "
-            "can reach this port can read and change all data", settings.host,
+            "can reach this port can read and change all data",
+            settings.host,
         )
     if settings.db_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -155,17 +165,18 @@ async def build_server(settings: Settings) -> KetchServer:
     if settings.migrate:
         await upgrade_schema(engine)
     store = TrackingStore(engine)
-    server = grpc.aio.server(
-        interceptors=[ErrorInterceptor()], options=_grpc_options(settings)
-    )
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=_grpc_options(settings))
     tracking_pb2_grpc.add_TrackingServiceServicer_to_server(
         TrackingServicer(TrackingService(store)), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
+        (
+            *SERVICES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     try:

@@ -46,22 +46,42 @@ class Settings:
 _OPTIONS: Sequence[tuple[str, str, str, type, str]] = (
     ("--host", "KETCH_HOST", "host", str, "address to listen on (default 127.0.0.1)"),
     ("--port", "KETCH_PORT", "port", int, "port to listen on; 0 picks a free one (default 50051)"),
-    ("--data-dir", "KETCH_HOME", "data_dir", pathlib.Path,
-     "directory for the SQLite database and artifacts (default ./ketch-data)"),
-    ("--db", "KETCH_DB", "db_url", str,
-     "database URL, e.g. postgresql+asyncpg://user@host/ketch (default: SQLite in --data-dir)"),
+    (
+        "--data-dir",
+        "KETCH_HOME",
+        "data_dir",
+        pathlib.Path,
+        "directory for the SQLite database and artifacts (default ./ketch-data)",
+    ),
+    (
+        "--db",
+        "KETCH_DB",
+        "db_url",
+        str,
+        "database URL, e.g. postgresql+asyncpg://user@host/ketch (default: SQLite in --data-dir)",
+    ),
     ("--log-level", "KETCH_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
-    ("--grace", "KETCH_GRACE_SECONDS", "grace_seconds", float,
-     "seconds in-flight calls may take to finish on shutdown (default 10)"),
-    ("--max-message-bytes", "KETCH_MAX_MESSAGE_BYTES", "max_message_bytes", int,
-     "largest gRPC message accepted or sent (default 64 MiB)"),
+    (
+        "--grace",
+        "KETCH_GRACE_SECONDS",
+        "grace_seconds",
+        float,
+        "seconds in-flight calls may take to finish on shutdown (default 10)",
+    ),
+    (
+        "--max-message-bytes",
+        "KETCH_MAX_MESSAGE_BYTES",
+        "max_message_bytes",
+        int,
+        "largest gRPC message accepted or sent (default 64 MiB)",
+    ),
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the server flags to ``parser`` (defaults resolved later by :func:`from_args`)."""
-    for flag, env, _field, kind, text in _OPTIONS:
-        parser.add_argument(flag, type=kind, default=None, help=f"{text} [env {env}]")
+    for flag, env, field, kind, text in _OPTIONS:
+        parser.add_argument(flag, dest=field, type=kind, default=None, help=f"{text} [env {env}]")
     parser.add_argument(
         "--log-json", action="store_true", default=None, help="log one JSON object per line"
     )
@@ -85,7 +105,8 @@ def from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
             try:
                 values[field] = kind(environ[env])
             except ValueError:
-                raise SystemExit(f"ketch: {env}={environ[env]!r} is not a valid {kind.__name__}")
+                msg = f"ketch: {env}={environ[env]!r} is not a valid {kind.__name__}"
+                raise SystemExit(msg) from None
     if getattr(ns, "log_json", None) or environ.get("KETCH_LOG_JSON", "").lower() in ("1", "true"):
         values["log_json"] = True
     if getattr(ns, "allow_anonymous", None):

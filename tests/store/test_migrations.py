@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.config import Config
-
-from ketch_server.domain.models import MetricColumns
+from ketch_server.domain.models import MetricColumns, RunEnvironment, RunSource
 from ketch_server.store.engine import MIGRATIONS, create_engine, current_revision, upgrade_schema
 from ketch_server.store.schema import metadata
 from ketch_server.store.tracking import TrackingStore
-from ketch_server.domain.models import RunEnvironment, RunSource
 
 
 def _head() -> str:
@@ -67,13 +65,18 @@ async def test_populated_database_survives_upgrade_and_downgrade_cycle(empty_url
         store = TrackingStore(engine)
         exp = await store.create_experiment("kept", "")
         run = await store.create_run(
-            exp.id, display_name="r", parent_run_id=None, user="u", params_={"lr": "0.1"},
-            tags_={}, source=RunSource(), environment=RunEnvironment(), request_id=None,
+            exp.id,
+            display_name="r",
+            parent_run_id=None,
+            user="u",
+            params_={"lr": "0.1"},
+            tags_={},
+            source=RunSource(),
+            environment=RunEnvironment(),
+            request_id=None,
             start_time=None,
         )
-        await store.log_metrics(
-            run.id, MetricColumns(("loss",), [0, 0], [0, 1], [], [1.0, 0.5])
-        )
+        await store.log_metrics(run.id, MetricColumns(("loss",), [0, 0], [0, 1], [], [1.0, 0.5]))
         await upgrade_schema(engine)
         await upgrade_schema(engine)  # at head: a no-op that keeps data
         assert await current_revision(engine) == _head()

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ketch_server.domain.metrics import decode_chunk, merge_series, merge_summary, split_batch
 from ketch_server.domain.models import MetricColumns
 
@@ -20,8 +19,9 @@ def _roundtrip(chunk):
 
 
 def test_contiguous_steps_are_elided_and_restored():
-    batch = MetricColumns(("loss",), [0] * 5, [10, 11, 12, 13, 14], [5, 6, 7, 8, 9],
-                          [1.0, 2.0, 3.0, 4.0, 5.0])
+    batch = MetricColumns(
+        ("loss",), [0] * 5, [10, 11, 12, 13, 14], [5, 6, 7, 8, 9], [1.0, 2.0, 3.0, 4.0, 5.0]
+    )
     (chunk,) = split_batch(batch, now_ms=0)
     assert chunk.steps_blob == b""
     steps, ts, values = _roundtrip(chunk)
@@ -31,7 +31,9 @@ def test_contiguous_steps_are_elided_and_restored():
 
 
 def test_keys_are_split_and_out_of_order_steps_sorted_stably():
-    batch = MetricColumns(("a", "b"), [0, 1, 0, 1, 0], [3, 0, 1, 1, 1], [], [0.3, 9.0, 0.1, 8.0, 0.2])
+    batch = MetricColumns(
+        ("a", "b"), [0, 1, 0, 1, 0], [3, 0, 1, 1, 1], [], [0.3, 9.0, 0.1, 8.0, 0.2]
+    )
     chunks = {c.key: c for c in split_batch(batch, now_ms=42)}
     steps, ts, values = _roundtrip(chunks["a"])
     assert steps.tolist() == [1, 1, 3]
@@ -42,8 +44,9 @@ def test_keys_are_split_and_out_of_order_steps_sorted_stably():
 
 
 def test_nan_and_infinities_survive_and_are_ignored_by_extremes():
-    batch = MetricColumns(("x",), [0, 0, 0, 0], [0, 1, 2, 3], [1, 1, 1, 1],
-                          [math.nan, math.inf, -math.inf, 2.0])
+    batch = MetricColumns(
+        ("x",), [0, 0, 0, 0], [0, 1, 2, 3], [1, 1, 1, 1], [math.nan, math.inf, -math.inf, 2.0]
+    )
     (chunk,) = split_batch(batch, now_ms=0)
     _, _, values = _roundtrip(chunk)
     assert math.isnan(values[0]) and values[1] == math.inf and values[2] == -math.inf
@@ -75,12 +78,27 @@ def test_corrupt_chunk_is_detected():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(-2**40, 2**40),
-                          st.integers(0, 2**45), st.floats(allow_nan=True)), min_size=1, max_size=60))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.integers(-(2**40), 2**40),
+            st.integers(0, 2**45),
+            st.floats(allow_nan=True),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
 def test_any_batch_round_trips_exactly(points):
     keys = ("k0", "k1", "k2", "k3")
-    batch = MetricColumns(keys, [p[0] for p in points], [p[1] for p in points],
-                          [p[2] for p in points], [p[3] for p in points])
+    batch = MetricColumns(
+        keys,
+        [p[0] for p in points],
+        [p[1] for p in points],
+        [p[2] for p in points],
+        [p[3] for p in points],
+    )
     got = {c.key: _roundtrip(c) for c in split_batch(batch, 0)}
     for k, key in enumerate(keys):
         mine = sorted(((p[1], i, p[2], p[3]) for i, p in enumerate(points) if p[0] == k))

@@ -9,11 +9,26 @@ import ketch
 
 
 def test_public_names_are_pinned():
-    assert sorted(ketch.__all__) == sorted([
-        "Client", "Experiment", "MetricHistory", "MetricSummary", "Run", "RunRecord",
-        "__version__", "active_run", "errors", "finish", "init", "log", "log_params",
-        "set_seed", "set_tags", "start_run",
-    ])
+    assert sorted(ketch.__all__) == sorted(
+        [
+            "Client",
+            "Experiment",
+            "MetricHistory",
+            "MetricSummary",
+            "Run",
+            "RunRecord",
+            "__version__",
+            "active_run",
+            "errors",
+            "finish",
+            "init",
+            "log",
+            "log_params",
+            "set_seed",
+            "set_tags",
+            "start_run",
+        ]
+    )
     for name in ketch.__all__:
         assert hasattr(ketch, name), name
 

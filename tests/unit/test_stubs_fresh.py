@@ -24,8 +24,11 @@ def test_generated_stubs_are_fresh(tmp_path):
     fresh = tmp_path / "ketch" / "api" / "v1"
     generated = sorted(p.name for p in fresh.iterdir())
     assert generated, "the generator produced nothing"
-    committed = sorted(p.name for p in COMMITTED.iterdir() if p.suffix in (".py", ".pyi")
-                       and p.name != "__init__.py")
+    committed = sorted(
+        p.name
+        for p in COMMITTED.iterdir()
+        if p.suffix in (".py", ".pyi") and p.name != "__init__.py"
+    )
     assert generated == committed, "stub files differ; run: python scripts/gen_protos.py"
     _, mismatch, errors = filecmp.cmpfiles(fresh, COMMITTED, generated, shallow=False)
     assert not mismatch and not errors, (

@@ -62,7 +62,10 @@ def to_status(exc: errors.KetchError) -> grpc.Status:
 def _internal(method: str, exc: BaseException) -> grpc.Status:
     incident = uuid.uuid4().hex[:12]
     log.error(
-        "unhandled error in %s (incident %s)", method, incident, exc_info=exc,
+        "unhandled error in %s (incident %s)",
+        method,
+        incident,
+        exc_info=exc,
         extra={"rpc": method, "incident": incident},
     )
     status = status_pb2.Status(
@@ -83,7 +86,7 @@ def _wrap_unary(method: str, fn: Callable[..., Awaitable[Any]]):
             return await fn(request, context)
         except (grpc.aio.AbortError, grpc.aio.UsageError):  # context.abort already called
             raise
-        except Exception as exc:  # noqa: BLE001 - the single translation boundary
+        except Exception as exc:
             await _abort(context, method, exc)
 
     return handler
@@ -96,7 +99,7 @@ def _wrap_stream(method: str, fn: Callable[..., Any]):
                 yield item
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             await _abort(context, method, exc)
 
     return handler

@@ -158,5 +158,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             for lo in range(0, max(len(steps), 1), _READ_CHUNK_POINTS):
                 hi = lo + _READ_CHUNK_POINTS
                 yield tracking_pb2.ReadMetricHistoryResponse(
-                    series=[convert.series_to_pb(key, steps[lo:hi], timestamps[lo:hi], values[lo:hi])]
+                    series=[
+                        convert.series_to_pb(key, steps[lo:hi], timestamps[lo:hi], values[lo:hi])
+                    ]
                 )

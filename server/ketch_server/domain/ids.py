@@ -13,7 +13,7 @@ import time
 
 from ketch_server.domain.errors import InvalidArgument
 
-__all__ = ["new_id", "parse_name", "EXPERIMENT", "RUN"]
+__all__ = ["EXPERIMENT", "RUN", "new_id", "parse_name"]
 
 EXPERIMENT = "experiments"
 RUN = "runs"

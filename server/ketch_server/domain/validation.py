@@ -79,7 +79,9 @@ def check_key(field: str, key: str) -> str:
     if not key:
         raise InvalidArgument(field, "key must not be empty")
     if len(key) > LIMITS.key_chars:
-        raise InvalidArgument(field, f"key is {len(key)} characters; the limit is {LIMITS.key_chars}")
+        raise InvalidArgument(
+            field, f"key is {len(key)} characters; the limit is {LIMITS.key_chars}"
+        )
     if not _KEY.match(key) or key != key.strip():
         raise InvalidArgument(
             field,
@@ -95,7 +97,8 @@ def check_mapping(field: str, items: Mapping[str, str], max_items: int, max_valu
     """Check the keys and values of a params or tags map."""
     if len(items) > max_items:
         raise ResourceExhausted(
-            f"{field}_per_call", f"{field}: {len(items)} entries in one call; the limit is {max_items}"
+            f"{field}_per_call",
+            f"{field}: {len(items)} entries in one call; the limit is {max_items}",
         )
     for key, value in items.items():
         check_key(f"{field}[{key[:80]}]", key)
@@ -107,7 +110,9 @@ def check_page_size(page_size: int) -> int:
     if page_size < 0:
         raise InvalidArgument("page_size", "must not be negative")
     if page_size > LIMITS.max_page_size:
-        raise InvalidArgument("page_size", f"{page_size} exceeds the limit of {LIMITS.max_page_size}")
+        raise InvalidArgument(
+            "page_size", f"{page_size} exceeds the limit of {LIMITS.max_page_size}"
+        )
     return page_size or LIMITS.default_page_size
 
 
@@ -144,7 +149,9 @@ def check_metric_columns(batch: MetricColumns) -> None:
     if n and len(batch.timestamps) and min(batch.timestamps) < 0:
         raise InvalidArgument("batch.timestamps_ms", "timestamps must not be negative")
     if n and len(batch.timestamps) and max(batch.timestamps) > LIMITS.max_timestamp_ms:
-        raise InvalidArgument("batch.timestamps_ms", "timestamp is after year 9999; use milliseconds")
+        raise InvalidArgument(
+            "batch.timestamps_ms", "timestamp is after year 9999; use milliseconds"
+        )
 
 
 def is_nan(value: float) -> bool:

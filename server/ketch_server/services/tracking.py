@@ -128,9 +128,7 @@ class TrackingService:
             validation.check_display_name("run.display_name", changes["display_name"])
         if "state" in changes:
             if not isinstance(changes["state"], RunState):
-                raise InvalidArgument(
-                    "run.state", "must be RUNNING, FINISHED, FAILED or KILLED"
-                )
+                raise InvalidArgument("run.state", "must be RUNNING, FINISHED, FAILED or KILLED")
             changes["end_time"] = end_time
         return await self.store.update_run(run_id, changes, etag)
 

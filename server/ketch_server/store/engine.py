@@ -9,7 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["create_engine", "dialect_of", "upgrade_schema", "current_revision"]
+__all__ = ["create_engine", "current_revision", "dialect_of", "upgrade_schema"]
 
 log = logging.getLogger("ketch.store")
 

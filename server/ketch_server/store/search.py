@@ -101,9 +101,7 @@ def order_columns(order: Sequence[OrderKey]) -> list[tuple[Any, bool]]:
 
 
 def order_clauses(sort: Sequence[tuple[Any, bool]]) -> list[Any]:
-    return [
-        (expr.desc() if desc else expr.asc()).nulls_last() for expr, desc in sort
-    ]
+    return [(expr.desc() if desc else expr.asc()).nulls_last() for expr, desc in sort]
 
 
 def after(sort: Sequence[tuple[Any, bool]], last: Sequence[Any]) -> ColumnElement[bool]:

@@ -132,20 +132,24 @@ class TrackingStore:
 
     async def get_experiment(self, experiment_id: str) -> Experiment:
         async with self._tx() as conn:
-            return await self._experiment(conn, experiments.c.id == experiment_id,
-                                          f"experiments/{experiment_id}")
+            return await self._experiment(
+                conn, experiments.c.id == experiment_id, f"experiments/{experiment_id}"
+            )
 
     async def get_experiment_by_name(self, display_name: str) -> Experiment:
         async with self._tx() as conn:
             return await self._experiment(
-                conn, experiments.c.display_name == display_name,
+                conn,
+                experiments.c.display_name == display_name,
                 f"experiment named {display_name!r}",
             )
 
     async def _experiment(self, conn: AsyncConnection, where, label: str) -> Experiment:
         row = (await conn.execute(select(experiments).where(where))).mappings().first()
         if row is None:
-            raise NotFound(label.split(" ")[0] if "/" in label else "experiments", f"{label} not found")
+            raise NotFound(
+                label.split(" ")[0] if "/" in label else "experiments", f"{label} not found"
+            )
         return _experiment(row)
 
     async def list_experiments(self, page_size: int, page_token: str, view: View) -> Page:
@@ -245,13 +249,13 @@ class TrackingStore:
                 await conn.execute(runs.insert().values(row))
                 if params_:
                     await conn.execute(
-                        params.insert(), [{"run_id": run_id, "key": k, "value": v}
-                                          for k, v in params_.items()]
+                        params.insert(),
+                        [{"run_id": run_id, "key": k, "value": v} for k, v in params_.items()],
                     )
                 if tags_:
                     await conn.execute(
-                        tags.insert(), [{"run_id": run_id, "key": k, "value": v}
-                                        for k, v in tags_.items()]
+                        tags.insert(),
+                        [{"run_id": run_id, "key": k, "value": v} for k, v in tags_.items()],
                     )
                 return await self._load_run(conn, run_id)
         except IntegrityError:
@@ -385,8 +389,11 @@ class TrackingStore:
             for key, value in values.items():
                 if key in stored and stored[key] != value:
                     raise ParamConflict(f"runs/{run_id}", key, stored[key], value)
-            fresh = [{"run_id": run_id, "key": k, "value": v}
-                     for k, v in values.items() if k not in stored]
+            fresh = [
+                {"run_id": run_id, "key": k, "value": v}
+                for k, v in values.items()
+                if k not in stored
+            ]
             if fresh:
                 try:
                     await conn.execute(params.insert(), fresh)
@@ -412,7 +419,9 @@ class TrackingStore:
     async def delete_tag(self, run_id: str, key: str) -> None:
         async with self._tx() as conn:
             await self._writable_run(conn, run_id)
-            result = await conn.execute(delete(tags).where(tags.c.run_id == run_id, tags.c.key == key))
+            result = await conn.execute(
+                delete(tags).where(tags.c.run_id == run_id, tags.c.key == key)
+            )
             if result.rowcount == 0:
                 raise NotFound(f"runs/{run_id}/tags/{key}", f"runs/{run_id} has no tag {key!r}")
 
@@ -434,7 +443,9 @@ class TrackingStore:
             await self._fold_summaries(conn, run_id, parts)
         return len(batch)
 
-    async def _key_ids(self, conn: AsyncConnection, run_id: str, names: list[str]) -> dict[str, int]:
+    async def _key_ids(
+        self, conn: AsyncConnection, run_id: str, names: list[str]
+    ) -> dict[str, int]:
         stmt = self._insert(metric_keys).on_conflict_do_nothing(
             index_elements=[metric_keys.c.run_id, metric_keys.c.name]
         )

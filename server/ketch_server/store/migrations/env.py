@@ -1,7 +1,6 @@
 """Alembic environment: runs on the connection handed over by ketch_server.store.engine."""
 
 from alembic import context
-
 from ketch_server.store.schema import metadata
 
 connection = context.config.attributes["connection"]

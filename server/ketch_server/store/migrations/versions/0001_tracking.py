@@ -109,9 +109,7 @@ def upgrade() -> None:
         sa.Column("max_value", sa.Double),
         sa.Column("count", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("run_id", "key", name="pk_metric_summaries"),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["runs.id"], name="fk_metric_summaries_run_id_runs"
-        ),
+        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name="fk_metric_summaries_run_id_runs"),
     )
 
 
