@@ -64,7 +64,7 @@ class Transport:
         fn: Callable[..., Any] = getattr(self.stub, method)
         for attempt in range(retries + 1):
             try:
-                return fn(request, timeout=timeout or self.timeout, wait_for_ready=attempt > 0)
+                return fn(request, timeout=timeout or self.timeout)
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == retries:
                     raise errors.from_rpc_error(err) from None

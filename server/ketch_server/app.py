@@ -21,6 +21,7 @@ from ketch_server import __version__
 from ketch_server.api.errors import ErrorInterceptor
 from ketch_server.api.tracking import TrackingServicer
 from ketch_server.domain.errors import KetchError
+from ketch_server.services.ingest import Ingest
 from ketch_server.services.tracking import TrackingService
 from ketch_server.settings import Settings
 from ketch_server.store.engine import create_engine, upgrade_schema
@@ -65,8 +66,10 @@ class KetchServer:
         store: TrackingStore,
         health_servicer: health.aio.HealthServicer,
         port: int,
+        ingest: Ingest,
     ) -> None:
         self.settings = settings
+        self.ingest = ingest
         self.server = server
         self.store = store
         self.health = health_servicer
@@ -79,6 +82,7 @@ class KetchServer:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
+        self.ingest.start()
         await self.server.start()
         await self._check_database()
         self._watch = asyncio.create_task(self._watch_database(), name="ketch-db-health")
@@ -100,6 +104,7 @@ class KetchServer:
         if self._watch:
             self._watch.cancel()
         await self.server.stop(grace)
+        await self.ingest.stop()
         await self.store.engine.dispose()
         log.info("ketch server stopped")
 
@@ -165,9 +170,10 @@ async def build_server(settings: Settings) -> KetchServer:
     if settings.migrate:
         await upgrade_schema(engine)
     store = TrackingStore(engine)
+    ingest = Ingest(store, lanes=1 if engine.dialect.name == "sqlite" else 4)
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=_grpc_options(settings))
     tracking_pb2_grpc.add_TrackingServiceServicer_to_server(
-        TrackingServicer(TrackingService(store)), server
+        TrackingServicer(TrackingService(store), ingest), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -187,7 +193,7 @@ async def build_server(settings: Settings) -> KetchServer:
             f"ketch: cannot listen on {settings.address} ({exc}); is another server using it? "
             "Pick another port with --port."
         ) from exc
-    return KetchServer(settings, server, store, health_servicer, port)
+    return KetchServer(settings, server, store, health_servicer, port, ingest)
 
 
 async def serve(settings: Settings) -> None:

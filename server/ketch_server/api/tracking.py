@@ -6,22 +6,30 @@ error raised below.
 
 from __future__ import annotations
 
+import asyncio
+
 from ketch.api.v1 import tracking_pb2, tracking_pb2_grpc
 
 from ketch_server.api import convert
-from ketch_server.domain.errors import InvalidArgument
+from ketch_server.domain.errors import InvalidArgument, OutOfRange
 from ketch_server.domain.models import Lifecycle
+from ketch_server.services.ingest import Ingest
 from ketch_server.services.tracking import TrackingService
 
 __all__ = ["TrackingServicer"]
 
 # Points per ReadMetricHistory response message (~24 bytes each on the wire).
 _READ_CHUNK_POINTS = 65_536
+# Batches of one stream read ahead of their acks; beyond it, HTTP/2 flow control
+# pushes back on the client.
+_STREAM_WINDOW = 64
+_END = object()
 
 
 class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
-    def __init__(self, service: TrackingService) -> None:
+    def __init__(self, service: TrackingService, ingest: Ingest) -> None:
         self.service = service
+        self.ingest = ingest
 
     # --------------------------------------------------------- experiments
 
@@ -146,6 +154,59 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
     async def LogMetrics(self, request, context):
         written = await self.service.log_metrics(request.run, convert.batch_from_pb(request.batch))
         return tracking_pb2.LogMetricsResponse(points_written=written)
+
+    async def StreamMetrics(self, request_iterator, context):
+        requests = request_iterator.__aiter__()
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("kind") != "open":
+            raise InvalidArgument("open", "the first message of a stream must be `open`")
+        o = first.open
+        run_id, committed = await self.ingest.open(o.run, o.writer_id, o.rank, o.host)
+        yield tracking_pb2.StreamMetricsResponse(
+            opened=tracking_pb2.StreamOpened(committed_seq=committed)
+        )
+        pending: asyncio.Queue = asyncio.Queue(_STREAM_WINDOW)
+        reader = asyncio.create_task(
+            self._read_batches(requests, run_id, o.writer_id, committed, pending)
+        )
+        try:
+            while (fut := await pending.get()) is not _END:
+                seq = await fut
+                yield tracking_pb2.StreamMetricsResponse(
+                    ack=tracking_pb2.StreamAck(committed_seq=seq)
+                )
+            await reader  # re-raises what ended the reading
+        finally:
+            reader.cancel()
+
+    async def _read_batches(self, requests, run_id, writer_id, committed, pending) -> None:
+        """Turn incoming batches into futures of their commit, in order, then _END."""
+        expected = committed + 1
+        try:
+            async for req in requests:
+                if req.WhichOneof("kind") != "batch":
+                    raise InvalidArgument("batch", "only batches may follow `open`")
+                seq = req.batch.seq
+                if seq < expected:  # a replay of something already committed
+                    fut = asyncio.get_running_loop().create_future()
+                    fut.set_result(seq)
+                elif seq > expected:
+                    raise OutOfRange(
+                        f"batch seq {seq} skips ahead: {expected} was expected next; "
+                        "resend from the committed seq the server reported",
+                        field="batch.seq",
+                    )
+                else:
+                    columns = convert.batch_from_pb(req.batch.batch)
+                    fut = self.ingest.submit(run_id, writer_id, seq, columns)
+                    expected += 1
+                await pending.put(fut)
+        except BaseException as exc:
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            await pending.put(failed)
+            return
+        await pending.put(_END)
 
     async def ReadMetricHistory(self, request, context):
         series = await self.service.read_metric_history(

@@ -20,6 +20,7 @@ __all__ = [
     "RunEnvironment",
     "RunSource",
     "RunState",
+    "SequencedBatch",
     "View",
 ]
 
@@ -155,3 +156,13 @@ class Page:
 
     items: list[Any]
     next_page_token: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SequencedBatch:
+    """One streamed batch: writer ``writer_id`` of run ``run_id`` sent it as ``seq``."""
+
+    run_id: str
+    writer_id: str
+    seq: int
+    columns: MetricColumns

@@ -31,6 +31,7 @@ __all__ = [
     "metric_summaries",
     "params",
     "runs",
+    "stream_cursors",
     "tags",
 ]
 
@@ -135,4 +136,16 @@ metric_summaries = Table(
     Column("min_value", Double),
     Column("max_value", Double),
     Column("count", BigInteger, nullable=False),
+)
+
+stream_cursors = Table(
+    "stream_cursors",
+    metadata,
+    Column("run_id", ID, ForeignKey("runs.id"), primary_key=True),
+    Column("writer_id", String(128), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("host", String(256), nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("update_time", BigInteger, nullable=False),
 )

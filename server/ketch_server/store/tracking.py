@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ketch_server.domain import metrics as chunks
 from ketch_server.domain.errors import (
+    Aborted,
     AlreadyExists,
     FailedPrecondition,
     NotFound,
@@ -51,6 +52,7 @@ from ketch_server.domain.models import (
     RunEnvironment,
     RunSource,
     RunState,
+    SequencedBatch,
     View,
 )
 from ketch_server.domain.pagination import decode_token, encode_token, fingerprint
@@ -62,6 +64,7 @@ from ketch_server.store.schema import (
     metric_summaries,
     params,
     runs,
+    stream_cursors,
     tags,
 )
 
@@ -429,19 +432,106 @@ class TrackingStore:
 
     async def log_metrics(self, run_id: str, batch: MetricColumns) -> int:
         """Store a validated batch as one chunk per key; returns the points written."""
-        if not len(batch):
-            async with self._tx() as conn:
-                await self._writable_run(conn, run_id)
-            return 0
-        parts = chunks.split_batch(batch, now_ms())
+        parts = chunks.split_batch(batch, now_ms()) if len(batch) else []
         async with self._tx() as conn:
             await self._writable_run(conn, run_id)
-            key_ids = await self._key_ids(conn, run_id, [c.key for c in parts])
-            await conn.execute(
-                metric_chunks.insert(), [_chunk_row(run_id, key_ids[c.key], c) for c in parts]
-            )
-            await self._fold_summaries(conn, run_id, parts)
+            await self._write_chunks(conn, run_id, parts)
         return len(batch)
+
+    async def open_stream(self, run_id: str, writer_id: str, rank: int, host: str) -> int:
+        """Register a writer of a writable run; return its last committed seq (0 if new)."""
+        async with self._tx() as conn:
+            await self._writable_run(conn, run_id)
+            stmt = self._insert(stream_cursors).on_conflict_do_nothing(
+                index_elements=[stream_cursors.c.run_id, stream_cursors.c.writer_id]
+            )
+            row = {
+                "run_id": run_id,
+                "writer_id": writer_id,
+                "seq": 0,
+                "rank": rank,
+                "host": host,
+                "points": 0,
+                "update_time": now_ms(),
+            }
+            await conn.execute(stmt, [row])
+            cursor = stream_cursors.c
+            return (
+                await conn.execute(
+                    select(cursor.seq).where(cursor.run_id == run_id, cursor.writer_id == writer_id)
+                )
+            ).scalar_one()
+
+    async def commit_sequenced(self, batches: Sequence[SequencedBatch]) -> None:
+        """Commit batches of one or more writers in ONE transaction (a group commit).
+
+        Each writer's batches must be consecutive seqs following its stored cursor;
+        the cursor advances in the same transaction as the points, so an ack sent
+        after this returns is durable and a replayed batch is recognisably old.
+
+        Raises:
+            Aborted: a writer's cursor moved meanwhile (two streams for one writer).
+            FailedPrecondition / NotFound: a run was deleted or does not exist.
+        """
+        by_writer: dict[tuple[str, str], list[SequencedBatch]] = {}
+        for b in batches:
+            by_writer.setdefault((b.run_id, b.writer_id), []).append(b)
+        now = now_ms()
+        parts_by_run: dict[str, list[chunks.Chunk]] = {}
+        async with self._tx() as conn:
+            for (run_id, writer_id), items in by_writer.items():
+                await self._advance_cursor(conn, run_id, writer_id, items, now)
+                for item in items:
+                    parts_by_run.setdefault(run_id, []).extend(
+                        chunks.split_batch(item.columns, now)
+                    )
+            for run_id, parts in parts_by_run.items():
+                await self._writable_run(conn, run_id)
+                await self._write_chunks(conn, run_id, parts)
+
+    async def _advance_cursor(self, conn, run_id, writer_id, items, now) -> None:
+        cursor = stream_cursors.c
+        result = await conn.execute(
+            update(stream_cursors)
+            .where(
+                cursor.run_id == run_id,
+                cursor.writer_id == writer_id,
+                cursor.seq == items[0].seq - 1,
+            )
+            .values(
+                seq=items[-1].seq,
+                points=cursor.points + sum(len(i.columns) for i in items),
+                update_time=now,
+            )
+        )
+        if result.rowcount != 1:
+            raise Aborted(
+                f"writer {writer_id!r} of runs/{run_id} committed elsewhere meanwhile; "
+                "reconnect to learn its committed seq",
+                resource=f"runs/{run_id}",
+            )
+
+    async def list_writers(self, run_id: str) -> list[dict[str, Any]]:
+        """The stream writers of a run: writer_id, rank, host, seq, points, update_time."""
+        async with self._tx() as conn:
+            rows = await conn.execute(
+                select(stream_cursors)
+                .where(stream_cursors.c.run_id == run_id)
+                .order_by(stream_cursors.c.rank, stream_cursors.c.writer_id)
+            )
+            return [dict(r) for r in rows.mappings()]
+
+    async def _write_chunks(self, conn: AsyncConnection, run_id: str, parts) -> None:
+        if not parts:
+            return
+        key_ids = await self._key_ids(conn, run_id, sorted({c.key for c in parts}))
+        await conn.execute(
+            metric_chunks.insert(), [_chunk_row(run_id, key_ids[c.key], c) for c in parts]
+        )
+        summaries: dict[str, MetricSummary] = {}
+        for part in parts:
+            summaries[part.key] = chunks.merge_summary(summaries.get(part.key), part)
+        await self._fold_summaries(conn, run_id, list(summaries.values()))
 
     async def _key_ids(
         self, conn: AsyncConnection, run_id: str, names: list[str]
@@ -457,7 +547,9 @@ class TrackingStore:
         )
         return dict(result.all())
 
-    async def _fold_summaries(self, conn: AsyncConnection, run_id: str, parts) -> None:
+    async def _fold_summaries(
+        self, conn: AsyncConnection, run_id: str, summaries: list[MetricSummary]
+    ) -> None:
         stmt = self._insert(metric_summaries)
         new, old = stmt.excluded, metric_summaries.c
         newer = new.last_step >= old.last_step
@@ -478,7 +570,7 @@ class TrackingStore:
                 "count": old.count + new.count,
             },
         )
-        await conn.execute(stmt, [_summary_row(run_id, c) for c in parts])
+        await conn.execute(stmt, [_summary_row(run_id, m) for m in summaries])
 
     async def read_metric_history(
         self,
@@ -542,8 +634,6 @@ def _step_window(series, start: int | None, end: int | None):
 
 
 def _check_etag(given: str, stored: str, resource: str) -> None:
-    from ketch_server.domain.errors import Aborted
-
     if given and given != stored:
         raise Aborted(
             f"{resource} changed since you read it (etag {given} is now {stored}); "
@@ -637,16 +727,16 @@ def _chunk_row(run_id: str, key_id: int, c: chunks.Chunk) -> dict[str, Any]:
     }
 
 
-def _summary_row(run_id: str, c: chunks.Chunk) -> dict[str, Any]:
+def _summary_row(run_id: str, m: MetricSummary) -> dict[str, Any]:
     return {
         "run_id": run_id,
-        "key": c.key,
-        "last_value": _nan_to_null(c.last_value),
-        "last_step": c.last_step,
-        "last_timestamp": c.last_timestamp,
-        "min_value": c.min_value,
-        "max_value": c.max_value,
-        "count": c.count,
+        "key": m.key,
+        "last_value": _nan_to_null(m.last_value),
+        "last_step": m.last_step,
+        "last_timestamp": m.last_timestamp,
+        "min_value": _nan_to_null(m.min_value),
+        "max_value": _nan_to_null(m.max_value),
+        "count": m.count,
     }
 
 

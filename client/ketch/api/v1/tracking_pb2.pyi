@@ -19,11 +19,18 @@ class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATE_FINISHED: _ClassVar[RunState]
     RUN_STATE_FAILED: _ClassVar[RunState]
     RUN_STATE_KILLED: _ClassVar[RunState]
+
+class ControlAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONTROL_ACTION_UNSPECIFIED: _ClassVar[ControlAction]
+    CONTROL_ACTION_STOP: _ClassVar[ControlAction]
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_RUNNING: RunState
 RUN_STATE_FINISHED: RunState
 RUN_STATE_FAILED: RunState
 RUN_STATE_KILLED: RunState
+CONTROL_ACTION_UNSPECIFIED: ControlAction
+CONTROL_ACTION_STOP: ControlAction
 
 class Experiment(_message.Message):
     __slots__ = ("name", "experiment_id", "display_name", "description", "lifecycle_state", "create_time", "update_time", "delete_time", "etag")
@@ -368,6 +375,64 @@ class LogMetricsResponse(_message.Message):
     POINTS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
     points_written: int
     def __init__(self, points_written: _Optional[int] = ...) -> None: ...
+
+class StreamMetricsRequest(_message.Message):
+    __slots__ = ("open", "batch")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    open: StreamOpen
+    batch: SequencedBatch
+    def __init__(self, open: _Optional[_Union[StreamOpen, _Mapping]] = ..., batch: _Optional[_Union[SequencedBatch, _Mapping]] = ...) -> None: ...
+
+class StreamOpen(_message.Message):
+    __slots__ = ("run", "writer_id", "rank", "host")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    WRITER_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    writer_id: str
+    rank: int
+    host: str
+    def __init__(self, run: _Optional[str] = ..., writer_id: _Optional[str] = ..., rank: _Optional[int] = ..., host: _Optional[str] = ...) -> None: ...
+
+class SequencedBatch(_message.Message):
+    __slots__ = ("seq", "batch")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    batch: _common_pb2.MetricBatch
+    def __init__(self, seq: _Optional[int] = ..., batch: _Optional[_Union[_common_pb2.MetricBatch, _Mapping]] = ...) -> None: ...
+
+class StreamMetricsResponse(_message.Message):
+    __slots__ = ("opened", "ack", "control")
+    OPENED_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    opened: StreamOpened
+    ack: StreamAck
+    control: StreamControl
+    def __init__(self, opened: _Optional[_Union[StreamOpened, _Mapping]] = ..., ack: _Optional[_Union[StreamAck, _Mapping]] = ..., control: _Optional[_Union[StreamControl, _Mapping]] = ...) -> None: ...
+
+class StreamOpened(_message.Message):
+    __slots__ = ("committed_seq",)
+    COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    committed_seq: int
+    def __init__(self, committed_seq: _Optional[int] = ...) -> None: ...
+
+class StreamAck(_message.Message):
+    __slots__ = ("committed_seq",)
+    COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    committed_seq: int
+    def __init__(self, committed_seq: _Optional[int] = ...) -> None: ...
+
+class StreamControl(_message.Message):
+    __slots__ = ("action", "reason")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    action: ControlAction
+    reason: str
+    def __init__(self, action: _Optional[_Union[ControlAction, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ReadMetricHistoryRequest(_message.Message):
     __slots__ = ("run", "keys", "start_step", "end_step")

@@ -119,6 +119,11 @@ class TrackingServiceStub:
                 request_serializer=ketch_dot_api_dot_v1_dot_tracking__pb2.LogMetricsRequest.SerializeToString,
                 response_deserializer=ketch_dot_api_dot_v1_dot_tracking__pb2.LogMetricsResponse.FromString,
                 _registered_method=True)
+        self.StreamMetrics = channel.stream_stream(
+                '/ketch.api.v1.TrackingService/StreamMetrics',
+                request_serializer=ketch_dot_api_dot_v1_dot_tracking__pb2.StreamMetricsRequest.SerializeToString,
+                response_deserializer=ketch_dot_api_dot_v1_dot_tracking__pb2.StreamMetricsResponse.FromString,
+                _registered_method=True)
         self.ReadMetricHistory = channel.unary_stream(
                 '/ketch.api.v1.TrackingService/ReadMetricHistory',
                 request_serializer=ketch_dot_api_dot_v1_dot_tracking__pb2.ReadMetricHistoryRequest.SerializeToString,
@@ -241,6 +246,20 @@ class TrackingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamMetrics(self, request_iterator, context):
+        """The hot path: a long-lived bidirectional stream of columnar batches.
+
+        The client opens with StreamMetricsRequest.open; the server answers `opened`
+        with the writer's committed seq, and the client resends every batch above it.
+        Each batch carries seq = previous + 1. The server acks a batch only after its
+        points and the writer's new seq are committed in one transaction (durable ack).
+        A batch at or below the committed seq is acked without writing (exactly-once
+        replay); a gap is OUT_OF_RANGE. The server may send control messages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReadMetricHistory(self, request, context):
         """Streams the points of one or more keys of a run in step order, in chunks.
         """
@@ -335,6 +354,11 @@ def add_TrackingServiceServicer_to_server(servicer, server):
                     servicer.LogMetrics,
                     request_deserializer=ketch_dot_api_dot_v1_dot_tracking__pb2.LogMetricsRequest.FromString,
                     response_serializer=ketch_dot_api_dot_v1_dot_tracking__pb2.LogMetricsResponse.SerializeToString,
+            ),
+            'StreamMetrics': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamMetrics,
+                    request_deserializer=ketch_dot_api_dot_v1_dot_tracking__pb2.StreamMetricsRequest.FromString,
+                    response_serializer=ketch_dot_api_dot_v1_dot_tracking__pb2.StreamMetricsResponse.SerializeToString,
             ),
             'ReadMetricHistory': grpc.unary_stream_rpc_method_handler(
                     servicer.ReadMetricHistory,
@@ -801,6 +825,33 @@ class TrackingService:
             '/ketch.api.v1.TrackingService/LogMetrics',
             ketch_dot_api_dot_v1_dot_tracking__pb2.LogMetricsRequest.SerializeToString,
             ketch_dot_api_dot_v1_dot_tracking__pb2.LogMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamMetrics(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ketch.api.v1.TrackingService/StreamMetrics',
+            ketch_dot_api_dot_v1_dot_tracking__pb2.StreamMetricsRequest.SerializeToString,
+            ketch_dot_api_dot_v1_dot_tracking__pb2.StreamMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,
