@@ -27,6 +27,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from ketch import _repro, errors
 from ketch._client import Client, _param_str
 from ketch._config import resolve_mode
+from ketch._stream import MetricStream
 from ketch._types import RunRecord
 from ketch.api.v1 import common_pb2, tracking_pb2
 
@@ -71,6 +72,7 @@ class Run:
         flush_points: int = 10_000,
         flush_interval: float = 1.0,
         max_buffered_points: int = 1_000_000,
+        finish_timeout: float = 60.0,
     ) -> None:
         self._record = record
         self._client = client
@@ -80,6 +82,7 @@ class Run:
         self._flush_points = flush_points
         self._flush_interval = flush_interval
         self._max_buffered = max_buffered_points
+        self._finish_timeout = finish_timeout
         self._keys: dict[str, int] = {}
         self._key_list: list[str] = []
         self._buf = _Columns()
@@ -88,8 +91,9 @@ class Run:
         self._wake = threading.Event()
         self._step = 0
         self._finished = False
-        self._failure: errors.KetchError | None = None
-        self._sent_points = 0
+        self._stream: MetricStream | None = None
+        self._stream_lock = threading.Lock()
+        self.dropped_points = 0
         self._thread: threading.Thread | None = None
         if client is not None:
             self._thread = threading.Thread(target=self._sender, name="ketch-sender", daemon=True)
@@ -118,13 +122,13 @@ class Run:
         elif not isinstance(step, numbers.Integral) or isinstance(step, bool):
             step = _integral_step(step)
         millis = int((time.time() if timestamp is None else timestamp) * 1000)
-        keys, buf = self._keys, self._buf
+        keys = self._keys
         with self._lock:
             self._step = step + 1
-            while len(buf) >= self._max_buffered and not self._finished:
+            while len(self._buf) >= self._max_buffered and not self._finished:
                 self._wake.set()
                 self._room.wait(0.5)
-                buf = self._buf
+            buf = self._buf  # read under the lock: the sender swaps buffers
             for key, value in data.items():
                 index = keys.get(key)
                 if index is None:
@@ -182,30 +186,29 @@ class Run:
                 return
 
     def _send(self, keys: list[str], buf: _Columns) -> None:
+        with self._stream_lock:
+            if self._stream is None:
+                self._stream = MetricStream(self._client._transport, self.name)  # type: ignore[union-attr]
         for batch in _batches(keys, buf):
-            req = tracking_pb2.LogMetricsRequest(run=self.name, batch=batch)
-            delay = 0.2
-            while True:
-                try:
-                    self._client._transport.call("LogMetrics", req)  # type: ignore[union-attr]
-                    self._sent_points += len(batch.values)
-                    break
-                except errors.Unavailable:
-                    log_.warning("ketch server unavailable; retrying in %.1fs", delay)
-                    time.sleep(delay)
-                    delay = min(delay * 2, 10.0)
-                except errors.KetchError as exc:
-                    log_.error("ketch dropped a batch of %d points: %s", len(batch.values), exc)
-                    self._failure = exc
-                    break
+            if not self._stream.submit(batch):
+                self.dropped_points += len(batch.values)
 
-    def flush(self) -> None:
-        """Send everything logged so far and wait until the server has it."""
+    def flush(self, timeout: float | None = 60.0) -> bool:
+        """Send everything logged so far and wait until the server has committed it.
+
+        Returns False when ``timeout`` passed first (the points stay queued).
+        """
         if self._client is None:
-            return
+            return True
         keys, buf = self._take()
         if len(buf):
             self._send(keys, buf)
+        return self._stream.wait_acked(timeout) if self._stream else True
+
+    @property
+    def failure(self) -> errors.KetchError | None:
+        """Why the server refused this run's metrics, if it did."""
+        return self._stream.failure if self._stream else None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -228,14 +231,21 @@ class Run:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
-        self.flush()
+        self.flush(timeout=0)
+        if self._stream is not None:
+            self._stream.close(timeout=self._finish_timeout)
         req = tracking_pb2.UpdateRunRequest(
             run=tracking_pb2.Run(name=self.name, state=code),
             update_mask=field_mask_pb2.FieldMask(paths=["state"]),
         )
         self._client._transport.call("UpdateRun", req, retries=5)
-        if self._failure is not None:
-            log_.error("run %s finished, but some points were rejected: %s", self.id, self._failure)
+        if self.failure is not None or self.dropped_points:
+            log_.error(
+                "run %s finished, but %d points were not stored: %s",
+                self.id,
+                self.dropped_points,
+                self.failure,
+            )
 
     end = finish
 
