@@ -6,10 +6,10 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
-
 import ketch
+import numpy as np
 from ketch_server.settings import Settings
+
 from tests.conftest import ThreadServer
 
 
