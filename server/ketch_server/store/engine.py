@@ -49,6 +49,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # LIKE is case-sensitive on PostgreSQL; make SQLite agree (ILIKE is for the other).
+    cursor.execute("PRAGMA case_sensitive_like=ON")
     cursor.close()
 
 

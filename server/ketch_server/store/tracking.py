@@ -183,10 +183,12 @@ class TrackingStore:
                     conn, experiments.c.id == experiment_id, f"experiments/{experiment_id}"
                 )
                 _check_etag(etag, current.etag, f"experiments/{experiment_id}")
-                await conn.execute(
-                    update(experiments)
-                    .where(experiments.c.id == experiment_id)
-                    .values(**values, update_time=now_ms(), revision=current.revision + 1)
+                await _guarded_update(
+                    conn,
+                    experiments,
+                    experiment_id,
+                    current.revision if etag else None,
+                    {**values, "update_time": now_ms()},
                 )
                 return await self._experiment(
                     conn, experiments.c.id == experiment_id, f"experiments/{experiment_id}"
@@ -326,10 +328,12 @@ class TrackingStore:
             if "state" in changes:
                 terminal = changes["state"].terminal
                 values["end_time"] = (changes.get("end_time") or now_ms()) if terminal else None
-            await conn.execute(
-                update(runs)
-                .where(runs.c.id == run_id)
-                .values(**values, update_time=now_ms(), revision=row["revision"] + 1)
+            await _guarded_update(
+                conn,
+                runs,
+                run_id,
+                row["revision"] if etag else None,
+                {**values, "update_time": now_ms()},
             )
             return await self._load_run(conn, run_id)
 
@@ -639,6 +643,22 @@ def _check_etag(given: str, stored: str, resource: str) -> None:
             f"{resource} changed since you read it (etag {given} is now {stored}); "
             "re-read it and retry",
             resource=resource,
+        )
+
+
+async def _guarded_update(
+    conn: AsyncConnection, table, row_id: str, revision: int | None, values: dict[str, Any]
+) -> None:
+    """Update one row and bump its revision; with ``revision`` given, only if it is
+    still that one (the etag check is atomic even under concurrent writers)."""
+    stmt = update(table).where(table.c.id == row_id)
+    if revision is not None:
+        stmt = stmt.where(table.c.revision == revision)
+    result = await conn.execute(stmt.values(**values, revision=table.c.revision + 1))
+    if result.rowcount != 1:
+        raise Aborted(
+            f"{table.name}/{row_id} was changed by another request meanwhile; re-read and retry",
+            resource=f"{table.name}/{row_id}",
         )
 
 
