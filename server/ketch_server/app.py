@@ -197,12 +197,16 @@ async def build_server(settings: Settings) -> KetchServer:
 
 
 async def serve(settings: Settings) -> None:
-    """Run a server until SIGTERM or SIGINT, then shut down gracefully."""
-    app = await build_server(settings)
-    await app.start()
+    """Run a server until SIGTERM or SIGINT, then shut down gracefully.
+
+    The signal handlers are installed before the port opens, so a signal that arrives
+    while the server starts still gets a graceful shutdown.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    app = await build_server(settings)
+    await app.start()
     await stop.wait()
     await app.stop()
