@@ -138,3 +138,13 @@ def test_concurrent_writers_share_commits_and_keep_their_own_seq(stub, run_name)
         t.join()
     assert not errors, errors
     assert _counts(stub, run_name) == {f"r{w}": 4000 for w in range(writers)}
+
+
+def test_points_keep_the_rank_of_their_writer(stub, run_name):
+    _stream(stub, [_open(run_name, "rank-0", rank=0), _seq(1, _batch(0, 4, keys=("loss",)))])
+    _stream(stub, [_open(run_name, "rank-3", rank=3), _seq(1, _batch(0, 4, keys=("loss",)))])
+    (response,) = stub.ReadMetricHistory(tracking_pb2.ReadMetricHistoryRequest(run=run_name))
+    (series,) = response.series
+    assert series.run == run_name
+    assert list(series.steps) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert sorted(zip(series.steps, series.ranks)) == [(s, r) for s in range(4) for r in (0, 3)]

@@ -87,10 +87,11 @@ def batch(series: dict[str, tuple[list[int], list[float]]], *, timestamps=None) 
 
 
 async def history(store, run_id: str, key: str, start=None, end=None):
-    ((name, steps, timestamps, values),) = await store.read_metric_history(
+    ((name, steps, timestamps, values, ranks),) = await store.read_metric_history(
         run_id, [key], start, end
     )
     assert name == key
+    assert not ranks.any()  # written without a rank
     return steps, timestamps, values
 
 
@@ -464,13 +465,13 @@ async def test_log_metrics_of_several_keys_reads_back_exactly(store):
     assert await store.log_metrics(run.id, columns) == 7
     series = await store.read_metric_history(run.id, [], None, None)
     assert [s[0] for s in series] == ["acc", "loss", "lr"]
-    got = {key: (s.tolist(), t.tolist(), v.tolist()) for key, s, t, v in series}
+    got = {key: (s.tolist(), t.tolist(), v.tolist()) for key, s, t, v, _ in series}
     assert got == {
         "loss": ([0, 1, 2], [T0, T0 + 5, T0 + 9], [1.5, 1.25, 1.0]),
         "acc": ([0, 1], [T0, T0 + 5], [0.1, 0.2]),
         "lr": ([0, 10], [T0, T0 + 100], [0.01, 0.001]),
     }
-    for _, steps, timestamps, values in series:
+    for _, steps, timestamps, values, _ in series:
         assert (steps.dtype, timestamps.dtype, values.dtype) == (np.int64, np.int64, np.float64)
     subset = await store.read_metric_history(run.id, ["lr", "loss"], None, None)
     assert [s[0] for s in subset] == ["lr", "loss"]  # the caller's order
@@ -592,7 +593,7 @@ async def test_step_range_reads_and_unknown_keys(store):
 
     series = await store.read_metric_history(run.id, ["nope", "m"], None, None)
     assert [s[0] for s in series] == ["nope", "m"]
-    _, steps, timestamps, values = series[0]
+    _, steps, timestamps, values, _ = series[0]
     assert (len(steps), len(timestamps), len(values)) == (0, 0, 0)
     assert values.dtype == np.float64
     other = await make_run(store, exp.id)

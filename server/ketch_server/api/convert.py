@@ -186,9 +186,14 @@ def batch_from_pb(b: common_pb2.MetricBatch) -> MetricColumns:
     )
 
 
-def series_to_pb(key: str, steps, timestamps, values) -> common_pb2.MetricSeries:
-    series = common_pb2.MetricSeries(key=key)
+def series_to_pb(
+    run_id: str, key: str, steps, timestamps, values, ranks
+) -> common_pb2.MetricSeries:
+    """A columnar series message; ``ranks`` is left empty when every point is rank 0."""
+    series = common_pb2.MetricSeries(key=key, run=f"runs/{run_id}")
     series.steps.extend(steps.tolist())
     series.timestamps_ms.extend(timestamps.tolist())
     series.values.extend(values.tolist())
+    if ranks.any():
+        series.ranks.extend(ranks.tolist())
     return series

@@ -12,6 +12,7 @@ from ketch.api.v1 import tracking_pb2, tracking_pb2_grpc
 
 from ketch_server.api import convert
 from ketch_server.domain.errors import InvalidArgument, OutOfRange
+from ketch_server.domain.ids import RUN, parse_name
 from ketch_server.domain.models import Lifecycle
 from ketch_server.services.ingest import Ingest
 from ketch_server.services.tracking import TrackingService
@@ -167,7 +168,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
         )
         pending: asyncio.Queue = asyncio.Queue(_STREAM_WINDOW)
         reader = asyncio.create_task(
-            self._read_batches(requests, run_id, o.writer_id, committed, pending)
+            self._read_batches(requests, run_id, o.writer_id, o.rank, committed, pending)
         )
         try:
             while (fut := await pending.get()) is not _END:
@@ -179,7 +180,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
         finally:
             reader.cancel()
 
-    async def _read_batches(self, requests, run_id, writer_id, committed, pending) -> None:
+    async def _read_batches(self, requests, run_id, writer_id, rank, committed, pending) -> None:
         """Turn incoming batches into futures of their commit, in order, then _END."""
         expected = committed + 1
         try:
@@ -198,7 +199,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
                     )
                 else:
                     columns = convert.batch_from_pb(req.batch.batch)
-                    fut = self.ingest.submit(run_id, writer_id, seq, columns)
+                    fut = self.ingest.submit(run_id, writer_id, seq, columns, rank)
                     expected += 1
                 await pending.put(fut)
         except BaseException as exc:
@@ -215,11 +216,10 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             request.start_step if request.HasField("start_step") else None,
             request.end_step if request.HasField("end_step") else None,
         )
-        for key, steps, timestamps, values in series:
-            for lo in range(0, max(len(steps), 1), _READ_CHUNK_POINTS):
-                hi = lo + _READ_CHUNK_POINTS
+        run_id = parse_name(request.run, RUN, field="run")
+        for key, *columns in series:
+            for lo in range(0, max(len(columns[0]), 1), _READ_CHUNK_POINTS):
+                part = [c[lo : lo + _READ_CHUNK_POINTS] for c in columns]
                 yield tracking_pb2.ReadMetricHistoryResponse(
-                    series=[
-                        convert.series_to_pb(key, steps[lo:hi], timestamps[lo:hi], values[lo:hi])
-                    ]
+                    series=[convert.series_to_pb(run_id, key, *part)]
                 )

@@ -119,23 +119,21 @@ def decode_chunk(
     return steps, timestamps, values
 
 
-def merge_series(
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def merge_series(parts: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
     """Concatenate decoded chunks (in write order) into one series in step order.
 
-    Points with equal steps keep their write order.
+    Each part is a tuple of parallel columns, steps first (e.g. steps, timestamps,
+    values, ranks). Points with equal steps keep their write order.
     """
     if not parts:
         empty = np.empty(0, dtype=np.int64)
-        return empty, empty.copy(), np.empty(0, dtype=np.float64)
-    steps = np.concatenate([p[0] for p in parts])
-    timestamps = np.concatenate([p[1] for p in parts])
-    values = np.concatenate([p[2] for p in parts])
+        return empty, empty.copy(), np.empty(0, dtype=np.float64), np.empty(0, dtype=np.int32)
+    columns = [np.concatenate(column) for column in zip(*parts, strict=True)]
+    steps = columns[0]
     if len(steps) > 1 and np.any(np.diff(steps) < 0):
         order = np.argsort(steps, kind="stable")
-        steps, timestamps, values = steps[order], timestamps[order], values[order]
-    return steps, timestamps, values
+        columns = [c[order] for c in columns]
+    return tuple(columns)
 
 
 def merge_summary(old: MetricSummary | None, chunk: Chunk) -> MetricSummary:

@@ -166,3 +166,4 @@ class SequencedBatch:
     writer_id: str
     seq: int
     columns: MetricColumns
+    rank: int = 0

@@ -74,12 +74,12 @@ class Ingest:
             raise InvalidArgument("open.rank", "must not be negative")
         return run_id, await self.store.open_stream(run_id, writer_id, rank, host)
 
-    def submit(self, run_id: str, writer_id: str, seq: int, columns: MetricColumns):
+    def submit(self, run_id: str, writer_id: str, seq: int, columns: MetricColumns, rank: int = 0):
         """Queue a validated batch; the returned future resolves once it is committed."""
         validation.check_metric_columns(columns)
         fut = asyncio.get_running_loop().create_future()
         lane = zlib.crc32(f"{run_id}/{writer_id}".encode()) % len(self._queues)
-        self._queues[lane].put_nowait((SequencedBatch(run_id, writer_id, seq, columns), fut))
+        self._queues[lane].put_nowait((SequencedBatch(run_id, writer_id, seq, columns, rank), fut))
         return fut
 
     async def _lane(self, queue: asyncio.Queue[_Item]) -> None:

@@ -114,6 +114,7 @@ metric_chunks = Table(
     Column("id", AutoBigInt, primary_key=True, autoincrement=True),
     Column("run_id", ID, ForeignKey("runs.id"), nullable=False),
     Column("key_id", Integer, ForeignKey("metric_keys.id"), nullable=False),
+    Column("rank", Integer, nullable=False, server_default="0"),
     Column("first_step", BigInteger, nullable=False),
     Column("last_step", BigInteger, nullable=False),
     Column("count", Integer, nullable=False),

@@ -439,7 +439,7 @@ class TrackingStore:
         parts = chunks.split_batch(batch, now_ms()) if len(batch) else []
         async with self._tx() as conn:
             await self._writable_run(conn, run_id)
-            await self._write_chunks(conn, run_id, parts)
+            await self._write_chunks(conn, run_id, [(0, c) for c in parts])
         return len(batch)
 
     async def open_stream(self, run_id: str, writer_id: str, rank: int, host: str) -> int:
@@ -481,13 +481,13 @@ class TrackingStore:
         for b in batches:
             by_writer.setdefault((b.run_id, b.writer_id), []).append(b)
         now = now_ms()
-        parts_by_run: dict[str, list[chunks.Chunk]] = {}
+        parts_by_run: dict[str, list[tuple[int, chunks.Chunk]]] = {}
         async with self._tx() as conn:
             for (run_id, writer_id), items in by_writer.items():
                 await self._advance_cursor(conn, run_id, writer_id, items, now)
                 for item in items:
                     parts_by_run.setdefault(run_id, []).extend(
-                        chunks.split_batch(item.columns, now)
+                        (item.rank, c) for c in chunks.split_batch(item.columns, now)
                     )
             for run_id, parts in parts_by_run.items():
                 await self._writable_run(conn, run_id)
@@ -528,12 +528,13 @@ class TrackingStore:
     async def _write_chunks(self, conn: AsyncConnection, run_id: str, parts) -> None:
         if not parts:
             return
-        key_ids = await self._key_ids(conn, run_id, sorted({c.key for c in parts}))
+        key_ids = await self._key_ids(conn, run_id, sorted({c.key for _, c in parts}))
         await conn.execute(
-            metric_chunks.insert(), [_chunk_row(run_id, key_ids[c.key], c) for c in parts]
+            metric_chunks.insert(),
+            [_chunk_row(run_id, key_ids[c.key], rank, c) for rank, c in parts],
         )
         summaries: dict[str, MetricSummary] = {}
-        for part in parts:
+        for _, part in parts:
             summaries[part.key] = chunks.merge_summary(summaries.get(part.key), part)
         await self._fold_summaries(conn, run_id, list(summaries.values()))
 
@@ -582,8 +583,9 @@ class TrackingStore:
         keys: Sequence[str],
         start_step: int | None,
         end_step: int | None,
-    ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-        """Each requested key's points in step order: (key, steps, timestamps_ms, values).
+    ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Each requested key's points in step order: (key, steps, timestamps_ms, values,
+        ranks).
 
         Unknown keys yield empty series; with ``keys`` empty every key of the run is read.
         """
@@ -598,6 +600,7 @@ class TrackingStore:
             stmt = (
                 select(
                     metric_chunks.c.key_id,
+                    metric_chunks.c.rank,
                     metric_chunks.c.first_step,
                     metric_chunks.c.count,
                     metric_chunks.c.steps,
@@ -612,8 +615,10 @@ class TrackingStore:
             if end_step is not None:
                 stmt = stmt.where(metric_chunks.c.first_step <= end_step)
             decoded: dict[int, list] = {k: [] for k in known}
-            for key_id, first, count, s, t, v in await conn.execute(stmt):
-                decoded[key_id].append(chunks.decode_chunk(first, count, s, t, v))
+            for key_id, rank, first, count, s, t, v in await conn.execute(stmt):
+                steps, stamps, values = chunks.decode_chunk(first, count, s, t, v)
+                ranks = np.full(count, rank, dtype=np.int32)
+                decoded[key_id].append((steps, stamps, values, ranks))
         out = []
         names = {name: key_id for key_id, name in known.items()}
         for name in keys or sorted(names):
@@ -626,7 +631,7 @@ class TrackingStore:
 
 
 def _step_window(series, start: int | None, end: int | None):
-    steps, timestamps, values = series
+    steps = series[0]
     if start is None and end is None:
         return series
     mask = np.ones(len(steps), dtype=bool)
@@ -634,7 +639,7 @@ def _step_window(series, start: int | None, end: int | None):
         mask &= steps >= start
     if end is not None:
         mask &= steps <= end
-    return steps[mask], timestamps[mask], values[mask]
+    return tuple(column[mask] for column in series)
 
 
 def _check_etag(given: str, stored: str, resource: str) -> None:
@@ -732,10 +737,11 @@ def _summary(row) -> MetricSummary:
     )
 
 
-def _chunk_row(run_id: str, key_id: int, c: chunks.Chunk) -> dict[str, Any]:
+def _chunk_row(run_id: str, key_id: int, rank: int, c: chunks.Chunk) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "key_id": key_id,
+        "rank": rank,
         "first_step": c.first_step,
         "last_step": c.last_step,
         "count": c.count,

@@ -261,7 +261,8 @@ class TrackingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReadMetricHistory(self, request, context):
-        """Streams the points of one or more keys of a run in step order, in chunks.
+        """Streams the points of one or more keys of one or more runs in step order, in
+        chunks; a series may span several responses.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
