@@ -113,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_db(commands)
     _add_experiments(commands, _remote_options())
     _add_runs(commands, _remote_options())
+    _add_sync(commands)
     return parser
 
 
@@ -669,6 +670,73 @@ def _cell(value: Any, limit: int) -> str:
 
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str) -> None:
     print(_table(headers, rows) if rows else empty)
+
+
+# ------------------------------------------------------------------- sync
+
+
+def _add_sync(commands) -> None:
+    sync = commands.add_parser(
+        "sync",
+        help="upload spooled runs (offline runs, or points spooled while the server was away)",
+    )
+    sync.add_argument(
+        "path",
+        nargs="?",
+        help="a spool directory or a folder of them (default KETCH_SPOOL_DIR or ~/.ketch/spool)",
+    )
+    sync.add_argument(
+        "--uri",
+        default=argparse.SUPPRESS,
+        help="server URI (default: the one recorded in the spool, else KETCH_TRACKING_URI)",
+    )
+    sync.add_argument("--force", action="store_true", help="upload again spools already synced")
+    sync.add_argument("--timeout", type=float, default=30.0, help=argparse.SUPPRESS)
+    sync.set_defaults(handler=_sync)
+
+
+def _sync(args: argparse.Namespace) -> int:
+    """``ketch sync [PATH]``: upload every spool found, with a progress bar on stderr."""
+    from ketch import _spool
+    from ketch import _sync as syncing
+
+    root = pathlib.Path(args.path) if args.path else _spool.default_root()
+    spools = syncing.find_spools(root)
+    if not spools:
+        print(f"nothing to sync under {root}")
+        return 0
+    for directory in spools:
+        bar = _ProgressBar(directory.name)
+        result = syncing.sync_spool(
+            directory, uri=getattr(args, "uri", None), force=args.force, progress=bar
+        )
+        bar.close()
+        if result.skipped:
+            print(f"{directory.name}: already synced to run {result.run_id} (--force to resend)")
+        else:
+            print(f"{directory.name}: {result.points:,} points -> run {result.run_id}")
+    return 0
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr: ``name [#####.....] 52% 520,000/1,000,000``."""
+
+    def __init__(self, label: str, width: int = 30) -> None:
+        self.label = label
+        self.width = width
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        filled = self.width * done // total if total else self.width
+        percent = 100 * done // total if total else 100
+        bar = "#" * filled + "." * (self.width - filled)
+        sys.stderr.write(f"\r{self.label} [{bar}] {percent:3d}% {done:,}/{total:,} points")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
 
 
 if __name__ == "__main__":

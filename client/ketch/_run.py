@@ -1,33 +1,36 @@
 """Runs in training code: ``ketch.init`` and the :class:`Run` handle.
 
 ``Run.log`` appends to in-memory column buffers and returns; a background
-thread sends the buffered points in columnar batches. Memory is bounded: when
-``max_buffered_points`` are waiting (the server is slow or away), ``log``
-blocks until the sender catches up; points are never dropped silently.
+thread hands columnar batches to the run's sink: the server's metric stream
+(online) or the local spool (offline). Memory is bounded: when
+``max_buffered_points`` are waiting, ``log`` waits for the sender; while the
+server is unreachable the stream spills to the spool instead, so points are
+never dropped silently.
 """
 
 from __future__ import annotations
 
 import array
-import atexit
+import base64
+import collections
 import logging
 import math
 import numbers
 import os
-import sys
+import pathlib
+import re
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
-from ketch import _repro, errors
+from ketch import _distributed, _lifecycle, _repro, _spool, _system, errors
 from ketch._client import Client, _param_str
 from ketch._config import resolve_mode
-from ketch._stream import MetricStream
+from ketch._sinks import OfflineSink, OnlineSink
 from ketch._types import RunRecord
 from ketch.api.v1 import common_pb2, tracking_pb2
 
@@ -38,6 +41,7 @@ log_ = logging.getLogger("ketch")
 _MAX_KEYS_PER_BATCH = 1_000
 _MAX_POINTS_PER_BATCH = 100_000
 _STATES = {"RUNNING": 1, "FINISHED": 2, "FAILED": 3, "KILLED": 4}
+_KEY = re.compile(r"^[A-Za-z0-9_\-. /:@=+]{1,250}$")
 
 _active: Run | None = None
 _active_lock = threading.Lock()
@@ -61,24 +65,34 @@ class _Columns:
 class Run:
     """A live run. Create it with :func:`ketch.init`; it is also a context manager.
 
-    Thread-safe: any thread may call ``log``. ``finish`` flushes and ends it.
+    Thread-safe: any thread may call ``log``. Logging never raises into the
+    training loop (unless ``strict``): a value, key or step that cannot be
+    stored is skipped, logged once per kind, and counted in ``rejected``.
+    ``finish`` flushes (bounded by ``finish_timeout``) and ends the run.
     """
 
     def __init__(
         self,
         record: RunRecord | None,
-        client: Client | None,
+        sink: OnlineSink | OfflineSink | None,
         *,
+        run_id: str = "",
         flush_points: int = 10_000,
         flush_interval: float = 1.0,
         max_buffered_points: int = 1_000_000,
         finish_timeout: float = 60.0,
+        strict: bool = False,
+        rank: int = 0,
     ) -> None:
         self._record = record
-        self._client = client
-        self.id: str = record.id if record else ""
-        self.name: str = f"runs/{self.id}" if record else ""
+        self._sink = sink
+        self.id: str = record.id if record else run_id
+        self.name: str = f"runs/{self.id}" if self.id else ""
         self.experiment_id: str = record.experiment_id if record else ""
+        self.rank = rank
+        self.strict = strict
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.dropped_points = 0
         self._flush_points = flush_points
         self._flush_interval = flush_interval
         self._max_buffered = max_buffered_points
@@ -90,14 +104,29 @@ class Run:
         self._room = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._step = 0
-        self._finished = False
-        self._stream: MetricStream | None = None
-        self._stream_lock = threading.Lock()
-        self.dropped_points = 0
+        self._finished = sink is None
+        self._sampler: Any = None
         self._thread: threading.Thread | None = None
-        if client is not None:
+        if sink is not None:
             self._thread = threading.Thread(target=self._sender, name="ketch-sender", daemon=True)
             self._thread.start()
+
+    @property
+    def offline(self) -> bool:
+        return isinstance(self._sink, OfflineSink)
+
+    @property
+    def spool_dir(self) -> pathlib.Path | None:
+        """The local spool of this run, when anything was spooled."""
+        if isinstance(self._sink, OfflineSink):
+            return self._sink.spool.directory
+        spool = self._sink.stream.spool if isinstance(self._sink, OnlineSink) else None
+        return spool.directory if spool else None
+
+    @property
+    def failure(self) -> errors.KetchError | None:
+        """Why the server refused this run's metrics, if it did."""
+        return self._sink.failure if self._sink else None
 
     # ---------------------------------------------------------------- logging
 
@@ -111,20 +140,23 @@ class Run:
                 ±inf are kept as they are.
             step: integer step; default: one past the previous call's step.
             timestamp: seconds since the epoch; default now.
-
-        Raises:
-            ketch.errors.InvalidArgument: a key, value or step is not acceptable.
         """
-        if self._client is None:
+        if self._finished:
             return
         if step is None:
             step = self._step
         elif not isinstance(step, numbers.Integral) or isinstance(step, bool):
-            step = _integral_step(step)
+            step = self._checked_step(step)
+            if step is None:
+                return
         millis = int((time.time() if timestamp is None else timestamp) * 1000)
+        self._append(data, step, millis, advance=True)
+
+    def _append(self, data: Mapping[str, Any], step: int, millis: int, advance: bool) -> None:
         keys = self._keys
         with self._lock:
-            self._step = step + 1
+            if advance:
+                self._step = step + 1
             while len(self._buf) >= self._max_buffered and not self._finished:
                 self._wake.set()
                 self._room.wait(0.5)
@@ -133,10 +165,15 @@ class Run:
                 index = keys.get(key)
                 if index is None:
                     index = self._add_key(key)
+                    if index is None:
+                        continue
                 try:
                     buf.values.append(value)
                 except TypeError:
-                    buf.values.append(_number(key, value))
+                    number = self._checked_value(key, value)
+                    if number is None:
+                        continue
+                    buf.values.append(number)
                 buf.key_index.append(index)
                 buf.steps.append(step)
                 buf.timestamps.append(millis)
@@ -144,25 +181,57 @@ class Run:
         if pending >= self._flush_points:
             self._wake.set()
 
-    def _add_key(self, key: str) -> int:
-        if not isinstance(key, str) or not key or len(key) > 250:
-            raise errors.InvalidArgument(
-                f"metric key {key!r} must be a non-empty string of at most 250 characters",
-                metadata={"field": "key"},
+    def _log_system(self, values: Mapping[str, float], step: int) -> None:
+        """System metrics at their own sample index; leaves the training step alone."""
+        if not self._finished:
+            self._append(values, step, int(time.time() * 1000), advance=False)
+
+    def _reject(self, kind: str, message: str, field: str) -> None:
+        if self.strict:
+            raise errors.InvalidArgument(message, metadata={"field": field})
+        self.rejected[kind] += 1
+        if self.rejected[kind] <= 3:
+            log_.warning("ketch: %s (skipped; run.rejected counts these)", message)
+
+    def _checked_step(self, step: Any) -> int | None:
+        try:
+            return _integral_step(step)
+        except errors.InvalidArgument as exc:
+            self._reject("step", exc.message, "step")
+            return None
+
+    def _checked_value(self, key: str, value: Any) -> float | None:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            self._reject("value", f"metric {key!r}: value {value!r} is not a number", key)
+            return None
+
+    def _add_key(self, key: Any) -> int | None:
+        if not isinstance(key, str) or not _KEY.match(key) or key != key.strip():
+            self._reject(
+                "key",
+                f"metric key {key!r} must be 1-250 letters, digits, spaces or _-./:@=+",
+                "key",
             )
+            return None
         self._keys[key] = len(self._key_list)
         self._key_list.append(key)
         return self._keys[key]
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Log hyperparameters (write-once; the same value again is fine)."""
-        if self._client is not None and params:
-            self._client.log_params(self.id, _flatten(params))
+        """Log hyperparameters (write-once; the same value again is fine).
+
+        Raises:
+            ketch.errors.ParamConflict: a param already has a different value.
+        """
+        if self._sink is not None and params:
+            self._sink.log_params(_flatten(params))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags (last write wins)."""
-        if self._client is not None and tags:
-            self._client.set_tags(self.id, dict(tags))
+        if self._sink is not None and tags:
+            self._sink.set_tags({k: str(v) for k, v in tags.items()})
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
@@ -186,68 +255,67 @@ class Run:
                 return
 
     def _send(self, keys: list[str], buf: _Columns) -> None:
-        with self._stream_lock:
-            if self._stream is None:
-                self._stream = MetricStream(self._client._transport, self.name)  # type: ignore[union-attr]
         for batch in _batches(keys, buf):
-            if not self._stream.submit(batch):
+            if not self._sink.send(batch):  # type: ignore[union-attr]
                 self.dropped_points += len(batch.values)
 
     def flush(self, timeout: float | None = 60.0) -> bool:
-        """Send everything logged so far and wait until the server has committed it.
-
-        Returns False when ``timeout`` passed first (the points stay queued).
-        """
-        if self._client is None:
+        """A barrier: send everything logged so far and wait until the server has
+        committed it (offline: until it is in the spool). False when ``timeout`` passed."""
+        if self._sink is None:
             return True
         keys, buf = self._take()
         if len(buf):
             self._send(keys, buf)
-        return self._stream.wait_acked(timeout) if self._stream else True
-
-    @property
-    def failure(self) -> errors.KetchError | None:
-        """Why the server refused this run's metrics, if it did."""
-        return self._stream.failure if self._stream else None
+        return self._sink.flush(timeout)
 
     # ------------------------------------------------------------ lifecycle
 
     def finish(self, state: str = "FINISHED") -> None:
-        """Flush pending points and mark the run ``state`` (FINISHED, FAILED, KILLED)."""
+        """Flush pending points and mark the run ``state`` (FINISHED, FAILED, KILLED).
+
+        Bounded by ``finish_timeout``: what the server has not confirmed by then
+        stays in the local spool for ``ketch sync``. Never hangs the process.
+        """
         global _active
-        if self._finished:
-            return
         code = _STATES.get(state.upper())
         if code is None or code == 1:
             raise errors.InvalidArgument(
                 f"state {state!r} must be FINISHED, FAILED or KILLED", metadata={"field": "state"}
             )
-        self._finished = True
         with _active_lock:
             if _active is self:
                 _active = None
-        if self._client is None:
-            return
+            if self._finished:
+                return
+            self._finished = True
+        if self._sampler is not None:
+            self._sampler.stop()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join()
-        self.flush(timeout=0)
-        if self._stream is not None:
-            self._stream.close(timeout=self._finish_timeout)
-        req = tracking_pb2.UpdateRunRequest(
-            run=tracking_pb2.Run(name=self.name, state=code),
-            update_mask=field_mask_pb2.FieldMask(paths=["state"]),
-        )
-        self._client._transport.call("UpdateRun", req, retries=5)
+            self._thread.join(self._finish_timeout)
+        keys, buf = self._take()
+        if len(buf):
+            self._send(keys, buf)
+        try:
+            self._sink.finish(code, self._finish_timeout)  # type: ignore[union-attr]
+        except errors.KetchError as exc:
+            log_.error("ketch: could not mark run %s %s: %s", self.id, state, exc)
         if self.failure is not None or self.dropped_points:
             log_.error(
-                "run %s finished, but %d points were not stored: %s",
+                "ketch: run %s finished, but %d points were not stored: %s",
                 self.id,
                 self.dropped_points,
                 self.failure,
             )
 
     end = finish
+
+    def _forked_away(self) -> None:
+        """In a forked child: stop using this run (the parent owns its stream)."""
+        self._finished = True
+        self._sink = None
+        self._sampler = None
 
     def __enter__(self) -> Run:
         return self
@@ -315,15 +383,6 @@ def _integral_step(step: Any) -> int:
     return int(as_float)
 
 
-def _number(key: str, value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise errors.InvalidArgument(
-            f"metric {key!r}: value {value!r} is not a number", metadata={"field": key}
-        ) from None
-
-
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config dicts become dotted keys: {"opt": {"lr": 0.1}} → {"opt.lr": "0.1"}."""
     out: dict[str, str] = {}
@@ -336,9 +395,6 @@ def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-# -------------------------------------------------------------- module level
-
-
 def init(
     experiment: str | None = None,
     name: str | None = None,
@@ -349,10 +405,15 @@ def init(
     run_id: str | None = None,
     parent: Run | str | None = None,
     mode: str | None = None,
+    ranks: str | None = None,
     capture_environment: bool = True,
+    system_metrics: bool | None = None,
     flush_interval: float = 1.0,
+    finish_timeout: float = 60.0,
+    strict: bool = False,
+    spool_dir: str | os.PathLike | None = None,
 ) -> Run:
-    """Start a run (or resume one) and make it the active run.
+    """Start a run (or attach to one) and make it the active run.
 
     Args:
         experiment: experiment name; default KETCH_EXPERIMENT, else "Default".
@@ -361,52 +422,88 @@ def init(
         config: hyperparameters, logged as params (nested dicts become dotted keys).
         tags: initial tags.
         uri: server URI; default KETCH_TRACKING_URI, else grpc://127.0.0.1:50051.
-        run_id: resume this run instead of creating one; default KETCH_RUN_ID.
+        run_id: attach to (resume) this run instead of creating one; default KETCH_RUN_ID.
         parent: parent run (or its id), e.g. the study run of an HPO trial.
-        mode: "online" (default; KETCH_MODE) or "disabled" (every call is a no-op).
+        mode: "online" (default; KETCH_MODE), "offline" (write only the local spool;
+            upload later with ``ketch sync``) or "disabled" (every call is a no-op).
+        ranks: under torchrun, "zero" (default; KETCH_RANKS): only rank 0 logs, or
+            "all": every rank logs into the same run with its rank.
         capture_environment: record git state, packages and hardware (default True).
+        system_metrics: sample CPU, memory and GPUs every 10 s (default on;
+            KETCH_SYSTEM_METRICS=0 turns it off).
+        finish_timeout: seconds ``finish`` and process exit wait for the server.
+        strict: raise on bad metric keys, values or steps instead of skipping them.
+        spool_dir: where the local spool lives; default KETCH_SPOOL_DIR, else ~/.ketch/spool.
 
     Raises:
-        ketch.errors.KetchError: the server refused the run or cannot be reached.
+        ketch.errors.KetchError: online, when the server refused the run or cannot be
+            reached to create it.
     """
     global _active
     chosen = resolve_mode(mode)
-    if chosen == "disabled":
+    topology = _distributed.detect(ranks)
+    if chosen == "disabled" or not topology.logs:
         return Run(None, None)
+    experiment = experiment or os.environ.get("KETCH_EXPERIMENT") or "Default"
+    request = _create_request(name, config, tags, parent, capture_environment)
+    root = pathlib.Path(spool_dir) if spool_dir else None
+    options = {
+        "flush_interval": flush_interval,
+        "finish_timeout": finish_timeout,
+        "strict": strict,
+        "rank": topology.rank,
+    }
     if chosen == "offline":
-        raise errors.FailedPrecondition(
-            "KETCH_MODE=offline is not available in this version: it needs the local spool. "
-            "Use online mode, or KETCH_MODE=disabled to turn tracking off.",
-            metadata={"field": "mode"},
-        )
-    client = Client(uri)
-    run_id = run_id or os.environ.get("KETCH_RUN_ID")
-    if run_id:
-        record = _resume(client, run_id)
+        run = _offline_run(experiment, request, uri, root, options)
     else:
-        record = _create(client, experiment, name, config, tags, parent, capture_environment)
-    run = Run(record, client, flush_interval=flush_interval)
-    if run_id:
-        if config:
-            run.log_params(config)
-        if tags:
-            run.set_tags(tags)
+        run = _online_run(experiment, request, uri, run_id, root, topology, config, tags, options)
+    if system_metrics if system_metrics is not None else _system.system_metrics_enabled():
+        run._sampler = _system.SystemSampler(run._log_system, interval=_system.sampler_interval())
+        run._sampler.start()
     with _active_lock:
         _active = run
-    _register_exit(run)
+    _lifecycle.track(run)
     return run
 
 
 start_run = init
 
 
-def _create(client, experiment, name, config, tags, parent, capture) -> RunRecord:
-    exp = client.get_or_create_experiment(
-        experiment or os.environ.get("KETCH_EXPERIMENT") or "Default"
+def _online_run(experiment, request, uri, run_id, root, topology, config, tags, options) -> Run:
+    client = Client(uri)
+    run_id = run_id or os.environ.get("KETCH_RUN_ID")
+    if run_id:
+        record = _resume(client, run_id)
+        if config:
+            client.log_params(record.id, _flatten(config))
+        if tags:
+            client.set_tags(record.id, dict(tags))
+    else:
+        record = _create(client, experiment, request, topology)
+    sink = OnlineSink(client, f"runs/{record.id}", rank=topology.rank, spool_root=root)
+    return Run(record, sink, **options)
+
+
+def _offline_run(experiment, request, uri, root, options) -> Run:
+    request.request_id = request.request_id or uuid.uuid4().hex
+    spool = _spool.SpoolWriter.create(
+        root,
+        {
+            "version": 1,
+            "uri": uri or os.environ.get("KETCH_TRACKING_URI") or "",
+            "experiment": experiment,
+            "create_run": base64.b64encode(request.SerializeToString()).decode(),
+            "writer_id": f"offline-{request.request_id}",
+            "rank": options["rank"],
+        },
     )
+    log_.info("ketch: offline run; writing to %s (upload with `ketch sync`)", spool.directory)
+    return Run(None, OfflineSink(spool), run_id=f"offline-{spool.directory.name}", **options)
+
+
+def _create_request(name, config, tags, parent, capture) -> tracking_pb2.CreateRunRequest:
     parent_id = parent.id if isinstance(parent, Run) else parent or ""
     req = tracking_pb2.CreateRunRequest(
-        experiment=f"experiments/{exp.id}",
         display_name=name or "",
         parent_run=f"runs/{parent_id}" if parent_id else "",
         user=_user(),
@@ -417,7 +514,37 @@ def _create(client, experiment, name, config, tags, parent, capture) -> RunRecor
     )
     if capture:
         _fill_environment(req)
-    return RunRecord._from_proto(client._transport.call("CreateRun", req, retries=5))
+    return req
+
+
+def _create(client: Client, experiment: str, request, topology) -> RunRecord:
+    """Create the run; under distributed training, the one run every rank shares."""
+    if topology.distributed:
+        shared = _distributed.job_request_id(experiment, request.display_name)
+        if shared:
+            request.request_id = shared
+        elif topology.mode == "all":
+            return _create_via_broadcast(client, experiment, request, topology)
+    exp = client.get_or_create_experiment(experiment)
+    request.experiment = f"experiments/{exp.id}"
+    return RunRecord._from_proto(client._transport.call("CreateRun", request, retries=5))
+
+
+def _create_via_broadcast(client, experiment, request, topology) -> RunRecord:
+    record = None
+    if topology.rank == 0:
+        exp = client.get_or_create_experiment(experiment)
+        request.experiment = f"experiments/{exp.id}"
+        record = RunRecord._from_proto(client._transport.call("CreateRun", request, retries=5))
+    run_id = _distributed.broadcast_run_id(record.id if record else "")
+    if run_id is None:
+        raise errors.FailedPrecondition(
+            "ranks='all' needs the ranks to agree on one run: set KETCH_RUN_ID, launch with "
+            "torchrun (it sets TORCHELASTIC_RUN_ID), or call ketch.init after "
+            "torch.distributed.init_process_group",
+            metadata={"field": "ranks"},
+        )
+    return record or client.get_run(run_id)
 
 
 def _resume(client: Client, run_id: str) -> RunRecord:
@@ -473,35 +600,6 @@ def _now_pb() -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromMilliseconds(int(time.time() * 1000))
     return ts
-
-
-_exit_runs: weakref.WeakSet[Run] = weakref.WeakSet()
-_exit_hooked = False
-
-
-def _register_exit(run: Run) -> None:
-    """Finish runs left open at interpreter exit: FAILED after an uncaught exception."""
-    global _exit_hooked
-    _exit_runs.add(run)
-    if _exit_hooked:
-        return
-    _exit_hooked = True
-    previous = sys.excepthook
-    crashed = []
-
-    def hook(exc_type, exc, tb):
-        crashed.append(exc_type)
-        previous(exc_type, exc, tb)
-
-    def at_exit():
-        for open_run in list(_exit_runs):
-            try:
-                open_run.finish("FAILED" if crashed else "FINISHED")
-            except errors.KetchError as exc:
-                log_.error("could not finish run %s at exit: %s", open_run.id, exc)
-
-    sys.excepthook = hook
-    atexit.register(at_exit)
 
 
 def active_run() -> Run | None:

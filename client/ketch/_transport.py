@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import grpc
 
 from ketch import errors
-from ketch._config import Endpoint, parse_uri
+from ketch._config import DEFAULT_URI, Endpoint, parse_uri
 from ketch.api.v1 import tracking_pb2_grpc
 
 __all__ = ["Transport"]
@@ -36,7 +36,8 @@ class Transport:
     """Synchronous access to the tracking service at ``uri``."""
 
     def __init__(self, uri: str | None = None, *, timeout: float = 30.0) -> None:
-        self.endpoint: Endpoint = parse_uri(uri)
+        self.uri = uri or os.environ.get("KETCH_TRACKING_URI") or DEFAULT_URI
+        self.endpoint: Endpoint = parse_uri(self.uri)
         self.timeout = timeout
         self._lock = threading.Lock()
         self._pid: int | None = None

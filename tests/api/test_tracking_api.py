@@ -909,6 +909,28 @@ def test_sdk_non_finite_values_and_steps(server, client):
         run.log({"x": -math.inf}, step=2.0)  # an integral float is a step
         run.log({"x": np.float32(1.5)}, step=np.int64(3))
         run.log({"x": 2})  # default step: one past the previous
+        # Logging never raises into the training loop: bad input is skipped and counted.
+        for bad in (math.nan, math.inf, 1.5, "x"):
+            run.log({"x": 99.0, "other": 1.0}, step=bad)
+        run.log({"x": "not a number"}, step=9)
+        assert run.rejected == {"step": 4, "value": 1}
+    h = client.get_metric_history(run.id, "x")
+    assert h.steps.tolist() == [0, 1, 2, 3, 4]
+    assert math.isnan(h.values[0])
+    assert h.values[1:].tolist() == [math.inf, -math.inf, 1.5, 2.0]
+    m = client.get_run(run.id).metrics
+    assert sorted(m) == ["x"]  # nothing from the rejected calls arrived
+    assert (m["x"].min, m["x"].max, m["x"].last, m["x"].count) == (-math.inf, math.inf, 2.0, 5)
+
+
+def test_sdk_strict_mode_raises_on_bad_steps_and_values(server, client):
+    with ketch.init(
+        experiment="sdk",
+        uri=server.uri,
+        capture_environment=False,
+        system_metrics=False,
+        strict=True,
+    ) as run:
         for bad in (math.nan, math.inf, 1.5, "x"):
             with pytest.raises(ketch.errors.InvalidArgument) as info:
                 run.log({"x": 99.0, "other": 1.0}, step=bad)
@@ -917,13 +939,9 @@ def test_sdk_non_finite_values_and_steps(server, client):
             assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
         with pytest.raises(ketch.errors.InvalidArgument):
             run.log({"x": "not a number"}, step=9)
-    h = client.get_metric_history(run.id, "x")
-    assert h.steps.tolist() == [0, 1, 2, 3, 4]
-    assert math.isnan(h.values[0])
-    assert h.values[1:].tolist() == [math.inf, -math.inf, 1.5, 2.0]
-    m = client.get_run(run.id).metrics
-    assert sorted(m) == ["x"]  # nothing from the rejected calls arrived
-    assert (m["x"].min, m["x"].max, m["x"].last, m["x"].count) == (-math.inf, math.inf, 2.0, 5)
+        with pytest.raises(ketch.errors.InvalidArgument):
+            run.log({"bad\nkey": 1.0}, step=9)
+    assert client.get_run(run.id).metrics == {}
 
 
 def test_sdk_raises_typed_errors(server, client):

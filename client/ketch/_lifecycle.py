@@ -1,0 +1,93 @@
+"""Process-level hooks for open runs: exit, SIGTERM/SIGINT, and fork.
+
+* At interpreter exit, open runs are finished (FAILED after an uncaught
+  exception, else FINISHED), each flush bounded by its finish timeout.
+* On SIGTERM, open runs are finished as KILLED, then the handler installed
+  before ketch's runs (Python's default terminates the process). On SIGINT the
+  earlier handler runs (by default it raises KeyboardInterrupt, which the code
+  may catch and carry on); runs still open at exit are then KILLED. Only
+  installed from the main thread.
+* In a forked child (DataLoader workers, multiprocessing), the parent's runs
+  are forgotten: the child's logging to them is a counted no-op, and the child
+  never finishes them nor touches the parent's stream.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+import threading
+import weakref
+from typing import Any
+
+__all__ = ["track"]
+
+log = logging.getLogger("ketch")
+
+_open_runs: weakref.WeakSet[Any] = weakref.WeakSet()
+_installed = False
+_crashed: list[type] = []
+_interrupted: list[int] = []
+_previous_handlers: dict[int, Any] = {}
+
+
+def track(run: Any) -> None:
+    """Finish ``run`` at exit or on a terminating signal unless it is finished before."""
+    global _installed
+    _open_runs.add(run)
+    if _installed:
+        return
+    _installed = True
+    previous_hook = sys.excepthook
+
+    def excepthook(exc_type, exc, tb):
+        _crashed.append(exc_type)
+        previous_hook(exc_type, exc, tb)
+
+    sys.excepthook = excepthook
+    atexit.register(_at_exit)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            _previous_handlers[sig] = signal.signal(sig, _on_signal)
+
+
+def _finish_all(state: str) -> None:
+    for run in list(_open_runs):
+        try:
+            run.finish(state)
+        except Exception as exc:
+            log.error("ketch: could not finish run %s: %s", getattr(run, "id", "?"), exc)
+
+
+def _at_exit() -> None:
+    if _interrupted and _crashed:
+        _finish_all("KILLED")
+    else:
+        _finish_all("FAILED" if _crashed else "FINISHED")
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    if signum == signal.SIGINT:
+        _interrupted.append(signum)
+    else:
+        log.warning(
+            "ketch: %s received; finishing open runs as KILLED", signal.Signals(signum).name
+        )
+        _finish_all("KILLED")
+    previous = _previous_handlers.get(signum, signal.SIG_DFL)
+    if callable(previous):
+        previous(signum, frame)
+    elif previous == signal.SIG_DFL:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    # SIG_IGN: the process chose to ignore it; so do we, after finishing.
+
+
+def _after_fork_in_child() -> None:
+    for run in list(_open_runs):
+        run._forked_away()
+    _open_runs.clear()
