@@ -404,6 +404,7 @@ def _show_text(run: RunRecord, experiment: str, *, packages: bool) -> str:
         _section("params", None, sorted(run.params.items())),
         _section("tags", None, sorted(run.tags.items())),
         _section("metrics", ["key", "last", "step", "min", "max", "count"], _metric_rows(run)),
+        _section("writers", ["rank", "host", "points", "writer"], _writer_rows(run)),
         _section("source", None, _source_rows(_source(run.source))),
         _section("environment", None, _environment_rows(_environment(run.environment))),
     ]
@@ -428,7 +429,12 @@ def _overview(run: RunRecord, experiment: str) -> list[list[str]]:
         ["ended", _local(run.end_time, seconds=True)],
         ["duration", _duration(run)],
         ["parent", run.parent_run_id or ""],
+        ["ranks", ", ".join(str(r) for r in run.ranks)],
     ]
+
+
+def _writer_rows(run: RunRecord) -> list[list[str]]:
+    return [[str(w.rank), w.host, f"{w.points:,}", w.writer_id] for w in run.writers]
 
 
 def _metric_rows(run: RunRecord) -> list[list[str]]:
@@ -537,6 +543,11 @@ def _run_json(run: RunRecord, experiment: str, *, packages: bool = False) -> dic
         },
         "source": _source(run.source),
         "environment": env,
+        "ranks": run.ranks,
+        "writers": [
+            {"writer_id": w.writer_id, "rank": w.rank, "host": w.host, "points": w.points}
+            for w in run.writers
+        ],
     }
 
 

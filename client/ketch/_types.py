@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Experiment", "MetricHistory", "MetricSummary", "RunRecord"]
+__all__ = ["Experiment", "MetricHistory", "MetricSummary", "RunRecord", "RunWriter"]
 
 
 def _time(ts: Any) -> dt.datetime | None:
@@ -54,6 +54,17 @@ class MetricSummary:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunWriter:
+    """A process (one per rank under torchrun) that streamed metrics into a run."""
+
+    writer_id: str
+    rank: int
+    host: str
+    points: int
+    committed_seq: int
+
+
+@dataclasses.dataclass(frozen=True)
 class RunRecord:
     """A run as stored on the server."""
 
@@ -72,6 +83,12 @@ class RunRecord:
     source: dict[str, Any]
     environment: dict[str, Any]
     etag: str
+    writers: tuple[RunWriter, ...] = ()
+
+    @property
+    def ranks(self) -> list[int]:
+        """The ranks that streamed metrics into this run."""
+        return sorted({w.rank for w in self.writers})
 
     @classmethod
     def _from_proto(cls, pb: Any) -> RunRecord:
@@ -95,6 +112,10 @@ class RunRecord:
             source=MessageToDict(pb.source, preserving_proto_field_name=True),
             environment=MessageToDict(pb.environment, preserving_proto_field_name=True),
             etag=pb.etag,
+            writers=tuple(
+                RunWriter(w.writer_id, w.rank, w.host, w.points, w.committed_seq)
+                for w in pb.writers
+            ),
         )
 
 

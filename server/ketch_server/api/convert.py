@@ -172,6 +172,16 @@ def run_to_pb(r: Run) -> tracking_pb2.Run:
         source=source_to_pb(r.source),
         environment=environment_to_pb(r.environment),
         etag=r.etag,
+        writers=[
+            tracking_pb2.RunWriter(
+                writer_id=w.writer_id,
+                rank=w.rank,
+                host=w.host,
+                points=w.points,
+                committed_seq=w.committed_seq,
+            )
+            for w in r.writers
+        ],
     )
 
 

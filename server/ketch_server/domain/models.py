@@ -20,6 +20,7 @@ __all__ = [
     "RunEnvironment",
     "RunSource",
     "RunState",
+    "RunWriter",
     "SequencedBatch",
     "View",
 ]
@@ -109,6 +110,17 @@ class MetricSummary:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunWriter:
+    """A process that streamed metrics into a run."""
+
+    writer_id: str
+    rank: int
+    host: str
+    points: int
+    committed_seq: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Run:
     id: str
     experiment_id: str
@@ -127,6 +139,7 @@ class Run:
     source: RunSource
     environment: RunEnvironment
     revision: int
+    writers: tuple[RunWriter, ...] = ()
 
     @property
     def etag(self) -> str:

@@ -52,6 +52,7 @@ from ketch_server.domain.models import (
     RunEnvironment,
     RunSource,
     RunState,
+    RunWriter,
     SequencedBatch,
     View,
 )
@@ -297,7 +298,7 @@ class TrackingStore:
         ids = [r["id"] for r in rows]
         if not ids:
             return []
-        by_run: dict[str, dict[str, Any]] = {i: {"p": {}, "t": {}, "m": []} for i in ids}
+        by_run: dict[str, dict[str, Any]] = {i: {"p": {}, "t": {}, "m": [], "w": []} for i in ids}
         for table, slot in ((params, "p"), (tags, "t")):
             result = await conn.execute(
                 select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(ids))
@@ -311,6 +312,17 @@ class TrackingStore:
         )
         for m in result.mappings():
             by_run[m["run_id"]]["m"].append(_summary(m))
+        for run_id in ids:
+            by_run[run_id]["w"] = []
+        result = await conn.execute(
+            select(stream_cursors)
+            .where(stream_cursors.c.run_id.in_(ids), stream_cursors.c.seq > 0)
+            .order_by(stream_cursors.c.rank, stream_cursors.c.writer_id)
+        )
+        for w in result.mappings():
+            by_run[w["run_id"]]["w"].append(
+                RunWriter(w["writer_id"], w["rank"], w["host"], w["points"], w["seq"])
+            )
         return [_run(r, **by_run[r["id"]]) for r in rows]
 
     async def update_run(self, run_id: str, changes: dict[str, Any], etag: str = "") -> Run:
@@ -687,7 +699,7 @@ def _experiment(row) -> Experiment:
     )
 
 
-def _run(row, *, p: dict, t: dict, m: list) -> Run:
+def _run(row, *, p: dict, t: dict, m: list, w: list) -> Run:
     source = json.loads(row["source"])
     env = json.loads(row["environment"])
     return Run(
@@ -714,6 +726,7 @@ def _run(row, *, p: dict, t: dict, m: list) -> Run:
             }
         ),
         revision=row["revision"],
+        writers=tuple(w),
     )
 
 
