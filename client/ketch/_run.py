@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2
 from ketch import _distributed, _lifecycle, _repro, _spool, _system, errors
 from ketch._client import Client, _param_str
 from ketch._config import resolve_mode
-from ketch._sinks import OfflineSink, OnlineSink
+from ketch._sinks import DeferredSink, OfflineSink, OnlineSink
 from ketch._types import RunRecord
 from ketch.api.v1 import common_pb2, tracking_pb2
 
@@ -86,8 +86,7 @@ class Run:
     ) -> None:
         self._record = record
         self._sink = sink
-        self.id: str = record.id if record else run_id
-        self.name: str = f"runs/{self.id}" if self.id else ""
+        self._id = record.id if record else run_id
         self.experiment_id: str = record.experiment_id if record else ""
         self.rank = rank
         self.strict = strict
@@ -110,6 +109,18 @@ class Run:
         if sink is not None:
             self._thread = threading.Thread(target=self._sender, name="ketch-sender", daemon=True)
             self._thread.start()
+
+    @property
+    def id(self) -> str:
+        """The run's id; for a run started while the server was away, known once the
+        spool's first upload created it (until then, a local ``offline-...`` id)."""
+        server_id = getattr(self._sink, "run_id", "")
+        return server_id or self._id
+
+    @property
+    def name(self) -> str:
+        """The resource name ``runs/{id}``."""
+        return f"runs/{self.id}" if self.id else ""
 
     @property
     def offline(self) -> bool:
@@ -456,7 +467,19 @@ def init(
     if chosen == "offline":
         run = _offline_run(experiment, request, uri, root, options)
     else:
-        run = _online_run(experiment, request, uri, run_id, root, topology, config, tags, options)
+        try:
+            run = _online_run(
+                experiment, request, uri, run_id, root, topology, config, tags, options
+            )
+        except (errors.Unavailable, errors.DeadlineExceeded) as exc:
+            if run_id or os.environ.get("KETCH_RUN_ID"):
+                raise
+            log_.warning(
+                "ketch: the server is unreachable (%s); logging to the local spool and "
+                "uploading once it answers",
+                exc.message,
+            )
+            run = _offline_run(experiment, request, uri, root, options, upload=True)
     if system_metrics if system_metrics is not None else _system.system_metrics_enabled():
         run._sampler = _system.SystemSampler(run._log_system, interval=_system.sampler_interval())
         run._sampler.start()
@@ -484,7 +507,7 @@ def _online_run(experiment, request, uri, run_id, root, topology, config, tags, 
     return Run(record, sink, **options)
 
 
-def _offline_run(experiment, request, uri, root, options) -> Run:
+def _offline_run(experiment, request, uri, root, options, upload: bool = False) -> Run:
     request.request_id = request.request_id or uuid.uuid4().hex
     spool = _spool.SpoolWriter.create(
         root,
@@ -497,8 +520,12 @@ def _offline_run(experiment, request, uri, root, options) -> Run:
             "rank": options["rank"],
         },
     )
-    log_.info("ketch: offline run; writing to %s (upload with `ketch sync`)", spool.directory)
-    return Run(None, OfflineSink(spool), run_id=f"offline-{spool.directory.name}", **options)
+    if upload:
+        sink = DeferredSink(spool, uri=uri, finish_timeout=options["finish_timeout"])
+    else:
+        log_.info("ketch: offline run; writing to %s (upload with `ketch sync`)", spool.directory)
+        sink = OfflineSink(spool)
+    return Run(None, sink, run_id=f"offline-{spool.directory.name}", **options)
 
 
 def _create_request(name, config, tags, parent, capture) -> tracking_pb2.CreateRunRequest:

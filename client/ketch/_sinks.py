@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import shutil
+import threading
+import time
 import uuid
 from collections.abc import Mapping
 
@@ -19,7 +22,7 @@ from ketch._client import Client
 from ketch._stream import MetricStream
 from ketch.api.v1 import common_pb2, tracking_pb2
 
-__all__ = ["OfflineSink", "OnlineSink", "state_request"]
+__all__ = ["DeferredSink", "OfflineSink", "OnlineSink", "state_request"]
 
 log = logging.getLogger("ketch")
 
@@ -140,9 +143,73 @@ class OfflineSink:
             _spool.TAGS, 0, tracking_pb2.SetTagsRequest(tags=tags).SerializeToString()
         )
 
-    def finish(self, state: int, timeout: float) -> None:
+    def _close(self, state: int) -> None:
         self.spool.append(_spool.FINISH, 0, state_request("", state).SerializeToString())
         self.spool.close()
+
+    def finish(self, state: int, timeout: float) -> None:
+        self._close(state)
         log.info(
             "ketch: offline run spooled to %s; upload it with `ketch sync`", self.spool.directory
         )
+
+
+class DeferredSink(OfflineSink):
+    """For a run started while the server was unreachable: writes the spool, and a
+    background thread uploads it (incrementally, idempotently) whenever the server
+    answers. ``finish`` makes a last upload attempt within ``finish_timeout``; what
+    is left stays in the spool for ``ketch sync``."""
+
+    def __init__(
+        self,
+        spool: _spool.SpoolWriter,
+        *,
+        uri: str | None,
+        finish_timeout: float,
+        interval: float = 1.0,
+    ) -> None:
+        super().__init__(spool)
+        self.uri = uri
+        self.run_id = ""
+        self._finish_timeout = finish_timeout
+        self._interval = interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._upload_loop, name="ketch-upload", daemon=True)
+        self._thread.start()
+
+    def _upload(self) -> bool:
+        from ketch import _sync  # _sync imports this module
+
+        with self._lock:
+            try:
+                result = _sync.sync_spool(self.spool.directory, uri=self.uri)
+            except errors.KetchError as exc:
+                log.debug("ketch: upload of %s deferred: %s", self.spool.directory, exc)
+                return False
+        if not self.run_id:
+            log.warning(
+                "ketch: the server answered; run %s now holds the spooled points", result.run_id
+            )
+        self.run_id = result.run_id
+        return True
+
+    def _upload_loop(self) -> None:
+        delay = self._interval
+        while not self._stop.wait(delay):
+            delay = self._interval if self._upload() else min(delay * 2, 15.0)
+
+    def finish(self, state: int, timeout: float) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        self._close(state)
+        deadline = time.monotonic() + timeout
+        while not self._upload():
+            if time.monotonic() > deadline:
+                log.warning(
+                    "ketch: the server is still unreachable; run `ketch sync %s` later",
+                    self.spool.directory,
+                )
+                return
+            time.sleep(0.5)
+        shutil.rmtree(self.spool.directory, ignore_errors=True)

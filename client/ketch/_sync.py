@@ -5,7 +5,9 @@ Idempotent: the run is created with the request id recorded at ``init`` (so a
 second sync finds the same run), params and tags are re-applied with the same
 values, and batches are replayed under the writer's id and seqs, which the
 server acks without writing when it already has them. Syncing twice adds
-nothing.
+nothing. Incremental: meta.json remembers how far the spool was delivered, so
+a later sync of a spool that grew sends only the new records; a spool whose
+run finished is marked synced.
 """
 
 from __future__ import annotations
@@ -66,12 +68,17 @@ def sync_spool(
     if done.exists() and not force:
         previous = json.loads(done.read_text())
         return SyncResult(directory, previous.get("run_id", ""), 0, skipped=True)
-    records = [r for r, _ in _spool.read_records(directory)]
+    start = 0 if force else int(meta.get("synced_offset", 0))
+    read = list(_spool.read_records(directory, start))
+    records = [r for r, _ in read]
     with Client(uri or meta.get("uri") or None) as client:
         run_name = meta.get("run") or _create_run(client, meta, directory)
         points = _replay(client, run_name, meta, records, progress)
+    if read:  # what is before this offset is on the server: later syncs skip it
+        _spool.write_meta(directory, {**_spool.read_meta(directory), "synced_offset": read[-1][1]})
     run_id = run_name.rpartition("/")[2]
-    done.write_text(json.dumps({"run_id": run_id, "points": points, "time": time.time()}))
+    if any(r.type == _spool.FINISH for r in records) or done.exists():
+        done.write_text(json.dumps({"run_id": run_id, "points": points, "time": time.time()}))
     return SyncResult(directory, run_id, points)
 
 

@@ -124,3 +124,38 @@ def test_finish_without_a_server_leaves_a_spool_that_sync_delivers(sqlite_url, t
         assert record.state == "FINISHED"
     finally:
         second.stop()
+
+
+def test_server_down_when_training_starts_then_up(tmp_path, sqlite_url):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = ketch.init(
+        experiment="late",
+        name="early-bird",
+        uri=f"grpc://127.0.0.1:{port}",
+        capture_environment=False,
+        system_metrics=False,
+        spool_dir=tmp_path / "spool",
+        finish_timeout=30,
+    )
+    assert run.id.startswith("offline-")
+    for i in range(3_000):
+        run.log({"loss": float(i)}, step=i)
+    run.flush()
+    server = ThreadServer(Settings(port=port, data_dir=tmp_path, db_url=sqlite_url)).start()
+    try:
+        for i in range(3_000, 6_000):  # keeps logging after the server came up
+            run.log({"loss": float(i)}, step=i)
+        run.finish()
+        assert not run.id.startswith("offline-")
+        with ketch.Client(server.uri) as c:
+            record = c.get_run(run.id)
+            history = c.get_metric_history(run.id, "loss")
+        assert (record.name, record.state) == ("early-bird", "FINISHED")
+        assert np.array_equal(history.steps, np.arange(6_000))
+        assert not (tmp_path / "spool").exists() or not any((tmp_path / "spool").iterdir())
+    finally:
+        server.stop()
