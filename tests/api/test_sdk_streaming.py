@@ -60,3 +60,25 @@ def test_server_restart_mid_run_loses_and_duplicates_nothing(sqlite_url, tmp_pat
         assert run.dropped_points == 0 and run.failure is None
     finally:
         second.stop()
+
+
+def test_system_metrics_are_sampled_beside_training_steps(server, client, monkeypatch):
+    monkeypatch.setenv("KETCH_SYSTEM_METRICS_INTERVAL", "0.1")
+    run = ketch.init(
+        experiment="system",
+        uri=server.uri,
+        capture_environment=False,
+        system_metrics=True,
+        flush_interval=0.05,
+    )
+    for _ in range(3):
+        run.log({"loss": 1.0})  # implicit steps 0, 1, 2
+        time.sleep(0.25)
+    run.finish()
+    record = client.get_run(run.id)
+    assert record.metrics["loss"].count == 3 and record.metrics["loss"].step == 2
+    cpu = client.get_metric_history(run.id, "system/cpu.percent")
+    assert len(cpu) >= 3
+    assert np.array_equal(cpu.steps, np.arange(len(cpu)))  # sample index, not training step
+    assert np.all((cpu.values >= 0) & (cpu.values <= 100))
+    assert record.metrics["system/memory.used_bytes"].last > 0
