@@ -9,6 +9,7 @@ Usage::
     ketch runs list [--experiment NAME] [--filter EXPR] [--order-by KEY ...] [--max N] [--json]
     ketch runs show RUN_ID [--packages] [--json]
     ketch runs compare RUN_ID RUN_ID [...] [--json]
+    ketch runs plot RUN_ID [...] --key KEY [...] [--max-points N] [--out FILE.png]
 
 Commands that talk to a server take ``--uri`` (default KETCH_TRACKING_URI, else
 ``grpc://127.0.0.1:50051``). SDK errors print ``ketch: <message>`` on stderr and
@@ -212,6 +213,7 @@ def _add_runs(commands, common: argparse.ArgumentParser) -> None:
     compare = actions.add_parser("compare", parents=[common], help="runs side by side")
     compare.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     compare.set_defaults(handler=_runs_compare)
+    _add_plot(actions, common)
 
 
 # ----------------------------------------------------------------- server
@@ -513,6 +515,56 @@ def _differing(params: Iterable[dict[str, str]]) -> list[str]:
     dicts = list(params)
     keys = sorted({k for d in dicts for k in d})
     return [k for k in keys if len({d.get(k) for d in dicts}) > 1]
+
+
+# ------------------------------------------------------------------- plot
+
+
+def _add_plot(actions, common: argparse.ArgumentParser) -> None:
+    plot = actions.add_parser("plot", parents=[common], help="plot metric curves of runs")
+    plot.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    plot.add_argument(
+        "--key", action="append", required=True, metavar="KEY", help="metric (repeatable)"
+    )
+    plot.add_argument(
+        "--max-points",
+        type=int,
+        default=200,
+        metavar="N",
+        help="points per curve, keeping each stretch's min and max (default 200; 0: all)",
+    )
+    plot.add_argument("--out", metavar="FILE.png", help="also write a PNG (needs matplotlib)")
+    plot.add_argument("--width", type=int, help="plot columns (default: fit the terminal)")
+    plot.add_argument("--height", type=int, default=12, help="plot rows (default 12)")
+    plot.set_defaults(handler=_runs_plot)
+
+
+def _runs_plot(args: argparse.Namespace) -> int:
+    """``ketch runs plot RUN_ID ... --key KEY ...``: curves in the terminal, or a PNG too."""
+    from ketch import _plot
+
+    if (args.width is not None and args.width < 10) or args.height < 3:
+        _fail("--width must be at least 10 and --height at least 3", 2)
+    if args.out and not _plot.can_write_png():
+        _fail(_plot.PNG_MISSING)
+    keys = list(dict.fromkeys(args.key))
+    with _client(args) as client:
+        runs = {r.id: r for r in (client.get_run(run_id) for run_id in args.run_ids)}
+        histories = client.get_metric_histories_for_runs(
+            list(runs), keys, max_points=args.max_points
+        )
+    if args.json:
+        _print_json({"series": [_plot.history_json(h) for h in histories.values()]})
+        return 0
+    labels = {r.id: f"{r.name} ({r.id[:12]})" for r in runs.values()}
+    panels = _plot.panels(keys, labels, histories)
+    width = args.width or _plot.default_width()
+    glyphs = _plot.glyphs_for(sys.stdout)
+    print(_plot.render_panels(panels, width=width, height=args.height, glyphs=glyphs))
+    if args.out:
+        _plot.write_png(args.out, panels)
+        print(f"wrote {args.out}")
+    return 0
 
 
 # ------------------------------------------------------------------- JSON

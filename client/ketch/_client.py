@@ -16,6 +16,8 @@ __all__ = ["Client"]
 
 _VIEWS = {"active": 1, "deleted": 2, "all": 3}
 _STATES = {"RUNNING": 1, "FINISHED": 2, "FAILED": 3, "KILLED": 4}
+# The server reads at most this many runs per ReadMetricHistory call.
+_RUNS_PER_READ = 100
 
 
 def _run_name(run_id: str) -> str:
@@ -236,12 +238,27 @@ class Client:
     # ------------------------------------------------------------- metrics
 
     def get_metric_history(
-        self, run_id: str, key: str, *, start_step: int | None = None, end_step: int | None = None
+        self,
+        run_id: str,
+        key: str,
+        *,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        max_points: int = 0,
     ) -> MetricHistory:
-        """Every point of metric ``key`` in step order (numpy arrays when numpy is installed)."""
-        return self.get_metric_histories(run_id, [key], start_step=start_step, end_step=end_step)[
-            key
-        ]
+        """The points of metric ``key`` in step order (numpy arrays when numpy is installed).
+
+        Args:
+            start_step / end_step: inclusive step window; None leaves that side open.
+            max_points: 0 reads every point. Otherwise at most this many (at least 3):
+                the step range is split into ``max_points // 3`` equal buckets, each
+                keeping its first, minimum and maximum points, so spikes survive in
+                plots. A series with fewer points comes back whole.
+        """
+        histories = self.get_metric_histories(
+            run_id, [key], start_step=start_step, end_step=end_step, max_points=max_points
+        )
+        return histories[key]
 
     def get_metric_histories(
         self,
@@ -250,31 +267,79 @@ class Client:
         *,
         start_step: int | None = None,
         end_step: int | None = None,
+        max_points: int = 0,
     ) -> dict[str, MetricHistory]:
-        """Histories of ``keys`` (every key of the run when empty), streamed in chunks."""
-        req = tracking_pb2.ReadMetricHistoryRequest(
-            run=_run_name(run_id), keys=list(keys), start_step=start_step, end_step=end_step
+        """Histories of ``keys`` (every key of the run when empty), streamed in chunks;
+        the arguments are those of :meth:`get_metric_history`."""
+        histories = self.get_metric_histories_for_runs(
+            [run_id], keys, start_step=start_step, end_step=end_step, max_points=max_points
         )
-        parts: dict[str, list[Any]] = {}
-        for resp in self._transport.stream("ReadMetricHistory", req):
-            for series in resp.series:
-                parts.setdefault(series.key, []).append(series)
-        return {key: _history(key, chunks) for key, chunks in parts.items()}
+        return {key: history for (_, key), history in histories.items()}
+
+    def get_metric_histories_for_runs(
+        self,
+        run_ids: Sequence[str],
+        keys: Sequence[str] = (),
+        *,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        max_points: int = 0,
+    ) -> dict[tuple[str, str], MetricHistory]:
+        """Histories of ``keys`` (every key of each run when empty) of several runs,
+        keyed by ``(run_id, key)`` in the order of ``run_ids`` then ``keys``.
+
+        Reads up to 100 runs per call to the server (more take several calls); the
+        other arguments are those of :meth:`get_metric_history`. A run without a key
+        gets an empty history for it when ``keys`` names it.
+
+        Raises:
+            ketch.errors.NotFound: a run does not exist.
+        """
+        ids = list(dict.fromkeys(_run_name(r).removeprefix("runs/") for r in run_ids))
+        out: dict[tuple[str, str], MetricHistory] = {}
+        for lo in range(0, len(ids), _RUNS_PER_READ):
+            first, *rest = [_run_name(r) for r in ids[lo : lo + _RUNS_PER_READ]]
+            req = tracking_pb2.ReadMetricHistoryRequest(
+                run=first,
+                runs=rest,
+                keys=list(keys),
+                start_step=start_step,
+                end_step=end_step,
+                max_points=max_points,
+            )
+            parts: dict[tuple[str, str], list[common_pb2.MetricSeries]] = {}
+            for resp in self._transport.stream("ReadMetricHistory", req):
+                for series in resp.series:
+                    run = series.run.rpartition("/")[2] or ids[lo]
+                    parts.setdefault((run, series.key), []).append(series)
+            out.update((ident, _history(*ident, chunks)) for ident, chunks in parts.items())
+        return out
 
 
-def _history(key: str, chunks: list[common_pb2.MetricSeries]) -> MetricHistory:
+def _history(run_id: str, key: str, chunks: list[common_pb2.MetricSeries]) -> MetricHistory:
+    """One history from its pieces; a piece without ranks is all rank 0."""
     try:
         import numpy as np
     except ImportError:
         steps = [s for c in chunks for s in c.steps]
         stamps = [t for c in chunks for t in c.timestamps_ms]
         values = [v for c in chunks for v in c.values]
-        return MetricHistory(key, steps, stamps, values)
+        ranks = [r for c in chunks for r in (c.ranks or [0] * len(c.steps))]
+        return MetricHistory(key, steps, stamps, values, run_id=run_id, ranks=ranks)
     return MetricHistory(
         key,
         np.concatenate([np.asarray(c.steps, dtype=np.int64) for c in chunks]),
         np.concatenate([np.asarray(c.timestamps_ms, dtype=np.int64) for c in chunks]),
         np.concatenate([np.asarray(c.values, dtype=np.float64) for c in chunks]),
+        run_id=run_id,
+        ranks=np.concatenate(
+            [
+                np.asarray(c.ranks, dtype=np.int32)
+                if len(c.ranks)
+                else np.zeros(len(c.steps), dtype=np.int32)
+                for c in chunks
+            ]
+        ),
     )
 
 

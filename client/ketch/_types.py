@@ -121,22 +121,36 @@ class RunRecord:
 
 @dataclasses.dataclass(frozen=True)
 class MetricHistory:
-    """Every point of one metric in step order.
+    """The points of one metric of one run, in step order.
 
-    ``steps``, ``timestamps`` (ms since the epoch) and ``values`` are numpy
-    arrays when numpy is installed, else lists.
+    ``steps``, ``timestamps`` (ms since the epoch), ``values`` and ``ranks`` (the
+    rank of the process that logged each point; all zeros for single-process runs)
+    are numpy arrays when numpy is installed, else lists. A history read with
+    ``max_points`` holds a subsequence of the points (see
+    :meth:`ketch.Client.get_metric_history`).
     """
 
     key: str
     steps: Sequence[int]
     timestamps: Sequence[int]
     values: Sequence[float]
+    run_id: str = ""
+    ranks: Sequence[int] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.ranks) == 0 and len(self.steps):
+            zeros: Any = [0] * len(self.steps)
+            if hasattr(self.steps, "dtype"):  # numpy columns
+                import numpy as np
+
+                zeros = np.zeros(len(self.steps), dtype=np.int32)
+            object.__setattr__(self, "ranks", zeros)
 
     def __len__(self) -> int:
         return len(self.steps)
 
     def to_pandas(self):
-        """A DataFrame with columns step, timestamp (UTC datetime) and value."""
+        """A DataFrame with columns step, timestamp (UTC datetime), value and rank."""
         import pandas as pd
 
         return pd.DataFrame(
@@ -144,5 +158,6 @@ class MetricHistory:
                 "step": self.steps,
                 "timestamp": pd.to_datetime(list(self.timestamps), unit="ms", utc=True),
                 "value": self.values,
+                "rank": self.ranks if len(self.ranks) else [],
             }
         )

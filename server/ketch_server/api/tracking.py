@@ -7,12 +7,12 @@ error raised below.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 from ketch.api.v1 import tracking_pb2, tracking_pb2_grpc
 
 from ketch_server.api import convert
 from ketch_server.domain.errors import InvalidArgument, OutOfRange
-from ketch_server.domain.ids import RUN, parse_name
 from ketch_server.domain.models import Lifecycle
 from ketch_server.services.ingest import Ingest
 from ketch_server.services.tracking import TrackingService
@@ -215,11 +215,28 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             list(request.keys),
             request.start_step if request.HasField("start_step") else None,
             request.end_step if request.HasField("end_step") else None,
+            runs=list(request.runs),
+            max_points=request.max_points,
         )
-        run_id = parse_name(request.run, RUN, field="run")
-        for key, *columns in series:
-            for lo in range(0, max(len(columns[0]), 1), _READ_CHUNK_POINTS):
-                part = [c[lo : lo + _READ_CHUNK_POINTS] for c in columns]
-                yield tracking_pb2.ReadMetricHistoryResponse(
-                    series=[convert.series_to_pb(run_id, key, *part)]
-                )
+        for pieces in _responses(series):
+            yield tracking_pb2.ReadMetricHistoryResponse(
+                series=[convert.series_to_pb(*piece) for piece in pieces]
+            )
+
+
+def _responses(series: list[tuple]) -> Iterator[list[tuple]]:
+    """Group series into responses of at most _READ_CHUNK_POINTS points; a longer
+    series is cut into consecutive pieces. Every series, even an empty one, is sent."""
+    batch: list[tuple] = []
+    points = 0
+    for run_id, key, *columns in series:
+        n = len(columns[0])
+        for lo in range(0, max(n, 1), _READ_CHUNK_POINTS):
+            size = min(n - lo, _READ_CHUNK_POINTS)
+            if batch and points + size > _READ_CHUNK_POINTS:
+                yield batch
+                batch, points = [], 0
+            batch.append((run_id, key, *(c[lo : lo + _READ_CHUNK_POINTS] for c in columns)))
+            points += size
+    if batch:
+        yield batch

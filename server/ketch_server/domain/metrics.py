@@ -5,6 +5,9 @@ first/last step, count and min/max beside them. Steps that are contiguous
 (first, first+1, ...) are elided; timestamps are delta-encoded and compressed;
 values are raw little-endian float64, so NaN and ±inf survive bit for bit.
 No Python object per point is made on either path.
+
+Reads may be downsampled for plotting (:func:`downsample`): min/max per bucket,
+so spikes survive.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ import numpy as np
 
 from ketch_server.domain.models import MetricColumns, MetricSummary
 
-__all__ = ["Chunk", "decode_chunk", "merge_series", "merge_summary", "split_batch"]
+__all__ = [
+    "Chunk",
+    "decode_chunk",
+    "downsample",
+    "merge_series",
+    "merge_summary",
+    "split_batch",
+]
 
 _I8 = np.dtype("<i8")
 _F8 = np.dtype("<f8")
@@ -163,3 +173,61 @@ def _nan_extreme(pick, a: float, b: float) -> float:
     if b != b:
         return a
     return pick(a, b)
+
+
+def downsample(
+    steps: np.ndarray,
+    timestamps: np.ndarray,
+    values: np.ndarray,
+    ranks: np.ndarray,
+    max_points: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Thin a series in step order to at most ``max_points`` points, keeping its shape.
+
+    The step range ``[steps[0], steps[-1]]`` is split into ``max_points // 3``
+    equal-width buckets; each non-empty bucket keeps its first point and the first
+    of its minimum and of its maximum values (NaN is ignored for both), deduplicated
+    and in the input order. So the result is a subsequence of the input that holds
+    the global minimum and maximum, and spikes survive. A series of at most
+    ``max_points`` points, or ``max_points == 0``, is returned unchanged.
+
+    Args:
+        steps: Non-decreasing steps; the other columns are parallel to it.
+        max_points: 0 (keep everything) or at least 3.
+
+    Raises:
+        ValueError: ``max_points`` is negative, 1 or 2.
+    """
+    if max_points < 0 or 0 < max_points < 3:
+        raise ValueError(f"max_points must be 0 or at least 3, not {max_points}")
+    n = len(steps)
+    if max_points == 0 or n <= max_points:
+        return steps, timestamps, values, ranks
+    keep = np.flatnonzero(_bucket_extremes(steps, values, max_points // 3))
+    return steps[keep], timestamps[keep], values[keep], ranks[keep]
+
+
+def _bucket_extremes(steps: np.ndarray, values: np.ndarray, buckets: int) -> np.ndarray:
+    """A mask of the first, min and max point of each equal-width step bucket."""
+    n = len(steps)
+    offset = steps.astype(np.float64) - float(steps[0])  # float: no int64 overflow
+    span = float(steps[-1]) - float(steps[0])
+    scale = buckets / span if span > 0 else 0.0
+    # Monotone in steps, so each bucket is one contiguous run of points.
+    bucket = np.minimum((offset * scale).astype(np.int64), buckets - 1)
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(bucket[1:], bucket[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    segment = np.cumsum(first) - 1
+    keep = first.copy()
+    for reduce in (np.fmin, np.fmax):
+        extreme = reduce.reduceat(values, starts)[segment]
+        hits = np.flatnonzero(values == extreme)  # NaN matches nothing
+        if len(hits):
+            owner = segment[hits]
+            firsts = np.empty(len(hits), dtype=bool)
+            firsts[0] = True
+            np.not_equal(owner[1:], owner[:-1], out=firsts[1:])
+            keep[hits[firsts]] = True
+    return keep

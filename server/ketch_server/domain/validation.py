@@ -39,6 +39,8 @@ class Limits:
     tags_per_call = 1_000
     points_per_batch = 100_000
     keys_per_batch = 1_000
+    runs_per_read = 100
+    max_points = 1_000_000
     default_page_size = 100
     max_page_size = 1_000
     max_step = 2**63 - 1

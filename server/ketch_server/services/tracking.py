@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ketch_server.domain import filters, validation
-from ketch_server.domain.errors import InvalidArgument
+import numpy as np
+
+from ketch_server.domain import filters, metrics, validation
+from ketch_server.domain.errors import InvalidArgument, ResourceExhausted
 from ketch_server.domain.ids import EXPERIMENT, RUN, parse_name
 from ketch_server.domain.models import (
     Experiment,
@@ -176,16 +178,70 @@ class TrackingService:
         return await self.store.log_metrics(run_id, batch)
 
     async def read_metric_history(
-        self, run: str, keys: Sequence[str], start_step: int | None, end_step: int | None
-    ):
-        run_id = parse_name(run, RUN, field="run")
+        self,
+        run: str,
+        keys: Sequence[str],
+        start_step: int | None,
+        end_step: int | None,
+        *,
+        runs: Sequence[str] = (),
+        max_points: int = 0,
+    ) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Series of ``run`` and ``runs`` (deduplicated; ``run`` may be empty when
+        ``runs`` is not) as (run_id, key, steps, timestamps_ms, values, ranks): runs in
+        the order given, then keys in the order given (every key, by name, when
+        ``keys`` is empty). Each series is cut to the step window, then downsampled to
+        at most ``max_points`` points (0: every point; see ``metrics.downsample``).
+
+        Raises:
+            InvalidArgument: a malformed run name, key, step window or max_points.
+            ResourceExhausted: more than ``LIMITS.runs_per_read`` runs.
+            NotFound: a run does not exist.
+        """
+        run_ids = _run_ids(run, runs)
         if len(keys) > LIMITS.keys_per_batch:
             raise InvalidArgument("keys", f"at most {LIMITS.keys_per_batch} keys per call")
         for i, key in enumerate(keys):
             validation.check_key(f"keys[{i}]", key)
         if start_step is not None and end_step is not None and start_step > end_step:
             raise InvalidArgument("start_step", "must not be greater than end_step")
-        return await self.store.read_metric_history(run_id, list(keys), start_step, end_step)
+        _check_max_points(max_points)
+        series = await self.store.read_metric_histories(
+            run_ids, list(dict.fromkeys(keys)), start_step, end_step
+        )
+        if not max_points:
+            return series
+        return [
+            (run_id, key, *metrics.downsample(steps, stamps, values, ranks, max_points))
+            for run_id, key, steps, stamps, values, ranks in series
+        ]
+
+
+def _run_ids(run: str, runs: Sequence[str]) -> list[str]:
+    """Parse ``run`` and ``runs[i]`` into distinct run ids, in the order given."""
+    given = len(runs) + (1 if run else 0)
+    if given > LIMITS.runs_per_read:
+        raise ResourceExhausted(
+            "runs_per_read",
+            f"runs: {given} runs in one call; the limit is {LIMITS.runs_per_read}. "
+            "Read them in several calls.",
+        )
+    if not run and not runs:
+        raise InvalidArgument("run", "required: give a resource name like runs/<id>")
+    named = [("run", run)] if run else []
+    named += [(f"runs[{i}]", name) for i, name in enumerate(runs)]
+    return list(dict.fromkeys(parse_name(name, RUN, field=field) for field, name in named))
+
+
+def _check_max_points(max_points: int) -> None:
+    if max_points < 0:
+        raise InvalidArgument("max_points", "must not be negative (0 reads every point)")
+    if 0 < max_points < 3:
+        raise InvalidArgument("max_points", "must be 0 (every point) or at least 3")
+    if max_points > LIMITS.max_points:
+        raise InvalidArgument(
+            "max_points", f"{max_points} exceeds the limit of {LIMITS.max_points:,}"
+        )
 
 
 def _masked(

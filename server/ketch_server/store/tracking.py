@@ -596,47 +596,84 @@ class TrackingStore:
         start_step: int | None,
         end_step: int | None,
     ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """Each requested key's points in step order: (key, steps, timestamps_ms, values,
-        ranks).
+        """One run's series as (key, steps, timestamps_ms, values, ranks); see
+        :meth:`read_metric_histories`."""
+        series = await self.read_metric_histories([run_id], keys, start_step, end_step)
+        return [columns[1:] for columns in series]
 
-        Unknown keys yield empty series; with ``keys`` empty every key of the run is read.
+    async def read_metric_histories(
+        self,
+        run_ids: Sequence[str],
+        keys: Sequence[str],
+        start_step: int | None,
+        end_step: int | None,
+    ) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Each run's requested keys, in step order, within the inclusive step window:
+        (run_id, key, steps, timestamps_ms, values, ranks), runs in the order given,
+        then keys in the order given.
+
+        Unknown keys yield empty series; with ``keys`` empty every key of each run is
+        read (sorted by name). One transaction, three queries whatever the number of
+        runs.
+
+        Raises:
+            NotFound: a run does not exist (the first missing one is named).
         """
         async with self._tx() as conn:
-            await self._run_row(conn, run_id)
-            key_stmt = select(metric_keys.c.id, metric_keys.c.name).where(
-                metric_keys.c.run_id == run_id
-            )
+            await self._check_runs_exist(conn, run_ids)
+            k = metric_keys.c
+            key_stmt = select(k.run_id, k.name, k.id).where(k.run_id.in_(list(run_ids)))
             if keys:
-                key_stmt = key_stmt.where(metric_keys.c.name.in_(list(keys)))
-            known = dict((await conn.execute(key_stmt.order_by(metric_keys.c.name))).all())
-            stmt = (
-                select(
-                    metric_chunks.c.key_id,
-                    metric_chunks.c.rank,
-                    metric_chunks.c.first_step,
-                    metric_chunks.c.count,
-                    metric_chunks.c.steps,
-                    metric_chunks.c.timestamps,
-                    metric_chunks.c["values"],
-                )
-                .where(metric_chunks.c.run_id == run_id, metric_chunks.c.key_id.in_(list(known)))
-                .order_by(metric_chunks.c.id)
-            )
-            if start_step is not None:
-                stmt = stmt.where(metric_chunks.c.last_step >= start_step)
-            if end_step is not None:
-                stmt = stmt.where(metric_chunks.c.first_step <= end_step)
-            decoded: dict[int, list] = {k: [] for k in known}
-            for key_id, rank, first, count, s, t, v in await conn.execute(stmt):
-                steps, stamps, values = chunks.decode_chunk(first, count, s, t, v)
-                ranks = np.full(count, rank, dtype=np.int32)
-                decoded[key_id].append((steps, stamps, values, ranks))
+                key_stmt = key_stmt.where(k.name.in_(list(keys)))
+            key_ids = {
+                (run_id, name): key_id for run_id, name, key_id in await conn.execute(key_stmt)
+            }
+            decoded = await self._decode_chunks(conn, run_ids, keys, start_step, end_step)
         out = []
-        names = {name: key_id for key_id, name in known.items()}
-        for name in keys or sorted(names):
-            series = chunks.merge_series(decoded.get(names.get(name, -1), []))
-            out.append((name, *_step_window(series, start_step, end_step)))
+        for run_id in run_ids:
+            names = keys or sorted(name for owner, name in key_ids if owner == run_id)
+            for name in names:
+                series = chunks.merge_series(decoded.get(key_ids.get((run_id, name), -1), []))
+                out.append((run_id, name, *_step_window(series, start_step, end_step)))
         return out
+
+    async def _check_runs_exist(self, conn: AsyncConnection, run_ids: Sequence[str]) -> None:
+        found = set(
+            (await conn.execute(select(runs.c.id).where(runs.c.id.in_(list(run_ids))))).scalars()
+        )
+        for run_id in run_ids:
+            if run_id not in found:
+                raise NotFound(f"runs/{run_id}", f"run runs/{run_id} not found")
+
+    async def _decode_chunks(
+        self,
+        conn: AsyncConnection,
+        run_ids: Sequence[str],
+        keys: Sequence[str],
+        start_step: int | None,
+        end_step: int | None,
+    ) -> dict[int, list[tuple[np.ndarray, ...]]]:
+        """key_id -> decoded (steps, timestamps, values, ranks) of the chunks of these
+        runs (and keys, unless empty) that may overlap the step window, in write order."""
+        c = metric_chunks.c
+        stmt = (
+            select(c.key_id, c.rank, c.first_step, c.count, c.steps, c.timestamps, c["values"])
+            .select_from(metric_chunks.join(metric_keys, c.key_id == metric_keys.c.id))
+            .where(c.run_id.in_(list(run_ids)))
+            .order_by(c.id)
+        )
+        if keys:
+            stmt = stmt.where(metric_keys.c.name.in_(list(keys)))
+        if start_step is not None:
+            stmt = stmt.where(c.last_step >= start_step)
+        if end_step is not None:
+            stmt = stmt.where(c.first_step <= end_step)
+        decoded: dict[int, list[tuple[np.ndarray, ...]]] = {}
+        for key_id, rank, first, count, s, t, v in await conn.execute(stmt):
+            steps, stamps, values = chunks.decode_chunk(first, count, s, t, v)
+            ranks = np.full(count, rank, dtype=np.int32)
+            decoded.setdefault(key_id, []).append((steps, stamps, values, ranks))
+        return decoded
 
 
 # ------------------------------------------------------------------ helpers
