@@ -19,6 +19,7 @@ import numbers
 import os
 import pathlib
 import re
+import sys
 import threading
 import time
 import uuid
@@ -31,6 +32,7 @@ from ketch import _distributed, _lifecycle, _repro, _spool, _system, errors
 from ketch._client import Client, _param_str
 from ketch._config import resolve_mode
 from ketch._sinks import DeferredSink, OfflineSink, OnlineSink
+from ketch._stream import points
 from ketch._types import RunRecord
 from ketch.api.v1 import common_pb2, tracking_pb2
 
@@ -156,7 +158,9 @@ class Run:
             return
         if step is None:
             step = self._step
-        elif not isinstance(step, numbers.Integral) or isinstance(step, bool):
+        elif type(step) is not int and (
+            not isinstance(step, numbers.Integral) or isinstance(step, bool)
+        ):
             step = self._checked_step(step)
             if step is None:
                 return
@@ -268,7 +272,7 @@ class Run:
     def _send(self, keys: list[str], buf: _Columns) -> None:
         for batch in _batches(keys, buf):
             if not self._sink.send(batch):  # type: ignore[union-attr]
-                self.dropped_points += len(batch.values)
+                self.dropped_points += points(batch)
 
     def flush(self, timeout: float | None = 60.0) -> bool:
         """A barrier: send everything logged so far and wait until the server has
@@ -347,23 +351,23 @@ class Run:
 
 
 def _batches(keys: list[str], buf: _Columns):
-    """Columnar MetricBatch messages within the per-batch point and key limits."""
+    """Columnar MetricBatch messages within the per-batch point and key limits.
+
+    Columns travel raw (little-endian arrays in the ``*_le`` fields): a memory copy
+    per column, no Python object per point.
+    """
     n = len(buf)
     if len(keys) <= _MAX_KEYS_PER_BATCH:
         for lo in range(0, n, _MAX_POINTS_PER_BATCH):
             hi = lo + _MAX_POINTS_PER_BATCH
-            batch = common_pb2.MetricBatch(keys=keys)
-            batch.key_index.extend(buf.key_index[lo:hi])
-            batch.steps.extend(buf.steps[lo:hi])
-            batch.timestamps_ms.extend(buf.timestamps[lo:hi])
-            batch.values.extend(buf.values[lo:hi])
-            yield batch
+            yield _raw_batch(keys, buf.key_index[lo:hi], buf, lo, hi)
         return
     # Many keys: re-index per batch so each batch carries only the keys it uses.
     lo = 0
     while lo < n:
         local: dict[int, int] = {}
-        batch = common_pb2.MetricBatch()
+        used: list[str] = []
+        index = array.array("I")
         hi = lo
         while hi < n and hi - lo < _MAX_POINTS_PER_BATCH:
             k = buf.key_index[hi]
@@ -371,14 +375,28 @@ def _batches(keys: list[str], buf: _Columns):
                 if len(local) == _MAX_KEYS_PER_BATCH:
                     break
                 local[k] = len(local)
-                batch.keys.append(keys[k])
-            batch.key_index.append(local[k])
+                used.append(keys[k])
+            index.append(local[k])
             hi += 1
-        batch.steps.extend(buf.steps[lo:hi])
-        batch.timestamps_ms.extend(buf.timestamps[lo:hi])
-        batch.values.extend(buf.values[lo:hi])
-        yield batch
+        yield _raw_batch(used, index, buf, lo, hi)
         lo = hi
+
+
+def _raw_batch(keys: list[str], key_index: array.array, buf: _Columns, lo: int, hi: int):
+    return common_pb2.MetricBatch(
+        keys=keys,
+        key_index_le=_le(key_index),
+        steps_le=_le(buf.steps[lo:hi]),
+        timestamps_ms_le=_le(buf.timestamps[lo:hi]),
+        values_le=_le(buf.values[lo:hi]),
+    )
+
+
+def _le(column: array.array) -> bytes:
+    if sys.byteorder == "big":
+        column = array.array(column.typecode, column)
+        column.byteswap()
+    return column.tobytes()
 
 
 def _integral_step(step: Any) -> int:

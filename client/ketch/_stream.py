@@ -31,7 +31,7 @@ from ketch import _spool, errors
 from ketch._transport import Transport
 from ketch.api.v1 import common_pb2, tracking_pb2
 
-__all__ = ["MetricStream"]
+__all__ = ["MetricStream", "points"]
 
 log = logging.getLogger("ketch")
 
@@ -144,7 +144,7 @@ class MetricStream:
     def _append(self, seq: int, batch: common_pb2.MetricBatch) -> None:
         self.spool.append(_spool.BATCH, seq, batch.SerializeToString())  # type: ignore[union-attr]
         self._spool_max_seq = seq
-        self.spooled_points += len(batch.values)
+        self.spooled_points += points(batch)
 
     def _refill(self) -> None:
         """Move spooled batches back into the in-memory window (caller holds the lock)."""
@@ -268,7 +268,7 @@ class MetricStream:
         with self._cond:
             while self._unacked and next(iter(self._unacked)) <= seq:
                 _, batch = self._unacked.popitem(last=False)
-                self.acked_points += len(batch.values)
+                self.acked_points += points(batch)
             self._refill()
             if self.spool is not None and not self._unacked and not self._spooled:
                 self._retire_spool()
@@ -287,7 +287,7 @@ class MetricStream:
 
     def _fail(self, exc: errors.KetchError) -> None:
         with self._cond:
-            lost = sum(len(b.values) for b in self._unacked.values())
+            lost = sum(points(b) for b in self._unacked.values())
             self.failure = exc
             self._cond.notify_all()
         log.error(
@@ -296,6 +296,11 @@ class MetricStream:
             exc,
             lost,
         )
+
+
+def points(batch: common_pb2.MetricBatch) -> int:
+    """Points in a batch, whether its columns are repeated fields or raw bytes."""
+    return len(batch.values) or len(batch.values_le) // 8
 
 
 def _request(seq: int, batch: common_pb2.MetricBatch) -> tracking_pb2.StreamMetricsRequest:

@@ -24,6 +24,7 @@ import grpc
 from ketch import _spool, errors
 from ketch._client import Client
 from ketch._sinks import state_request
+from ketch._stream import points
 from ketch._transport import Transport
 from ketch.api.v1 import common_pb2, tracking_pb2
 
@@ -114,7 +115,7 @@ def _replay(client: Client, run_name: str, meta: dict, records, progress) -> int
 def _stream(transport: Transport, run_name: str, meta: dict, batches, progress) -> int:
     """Send every spooled batch under its recorded seq; wait for the last ack."""
     decoded = [(r.seq, common_pb2.MetricBatch.FromString(r.payload)) for r in batches]
-    total = sum(len(batch.values) for _, batch in decoded)
+    total = sum(points(batch) for _, batch in decoded)
 
     def requests() -> Iterator[tracking_pb2.StreamMetricsRequest]:
         yield tracking_pb2.StreamMetricsRequest(
@@ -146,7 +147,7 @@ def _send_all(transport, requests, decoded, total: int, progress) -> int:
         if response.WhichOneof("kind") != "ack":
             continue
         while next_batch < len(decoded) and decoded[next_batch][0] <= response.ack.committed_seq:
-            sent += len(decoded[next_batch][1].values)
+            sent += points(decoded[next_batch][1])
             next_batch += 1
         if progress:
             progress(sent, total)

@@ -186,15 +186,36 @@ def run_to_pb(r: Run) -> tracking_pb2.Run:
     )
 
 
+_COLUMNS = (
+    # (repeated field, raw field, little-endian dtype)
+    ("key_index", "key_index_le", "<u4"),
+    ("steps", "steps_le", "<i8"),
+    ("timestamps_ms", "timestamps_ms_le", "<i8"),
+    ("values", "values_le", "<f8"),
+)
+
+
 def batch_from_pb(b: common_pb2.MetricBatch) -> MetricColumns:
-    """Columnar view of a batch: repeated scalar fields are used as-is, no per-point objects."""
-    return MetricColumns(
-        keys=tuple(b.keys),
-        key_index=b.key_index,
-        steps=b.steps,
-        timestamps=b.timestamps_ms,
-        values=b.values,
-    )
+    """Columnar numpy view of a batch; raw columns are used without copying.
+
+    Raises:
+        InvalidArgument: a column given both ways, or raw bytes of a wrong length.
+    """
+    return MetricColumns(tuple(b.keys), *(_column(b, *spec) for spec in _COLUMNS))
+
+
+def _column(b: common_pb2.MetricBatch, name: str, raw_name: str, dtype: str) -> np.ndarray:
+    raw = getattr(b, raw_name)
+    repeated = getattr(b, name)
+    if not raw:
+        return np.asarray(repeated, dtype=dtype)
+    if len(repeated):
+        raise InvalidArgument(f"batch.{name}", f"given both as {name} and as {raw_name}")
+    if len(raw) % np.dtype(dtype).itemsize:
+        raise InvalidArgument(
+            f"batch.{raw_name}", f"{len(raw)} bytes is not a whole number of {dtype} values"
+        )
+    return np.frombuffer(raw, dtype=dtype)
 
 
 def series_to_pb(

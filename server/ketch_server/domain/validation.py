@@ -10,6 +10,8 @@ import math
 import re
 from collections.abc import Mapping
 
+import numpy as np
+
 from ketch_server.domain.errors import InvalidArgument, ResourceExhausted
 from ketch_server.domain.models import MetricColumns
 
@@ -146,14 +148,18 @@ def check_metric_columns(batch: MetricColumns) -> None:
         raise InvalidArgument("batch.keys", "holds the same key twice")
     for i, key in enumerate(batch.keys):
         check_key(f"batch.keys[{i}]", key)
-    if n and int(max(batch.key_index)) >= len(batch.keys):
-        raise InvalidArgument("batch.key_index", f"index {int(max(batch.key_index))} has no key")
-    if n and len(batch.timestamps) and min(batch.timestamps) < 0:
-        raise InvalidArgument("batch.timestamps_ms", "timestamps must not be negative")
-    if n and len(batch.timestamps) and max(batch.timestamps) > LIMITS.max_timestamp_ms:
-        raise InvalidArgument(
-            "batch.timestamps_ms", "timestamp is after year 9999; use milliseconds"
-        )
+    if not n:
+        return
+    highest = int(np.max(batch.key_index))
+    if highest >= len(batch.keys):
+        raise InvalidArgument("batch.key_index", f"index {highest} has no key")
+    if len(batch.timestamps):
+        if int(np.min(batch.timestamps)) < 0:
+            raise InvalidArgument("batch.timestamps_ms", "timestamps must not be negative")
+        if int(np.max(batch.timestamps)) > LIMITS.max_timestamp_ms:
+            raise InvalidArgument(
+                "batch.timestamps_ms", "timestamp is after year 9999; use milliseconds"
+            )
 
 
 def is_nan(value: float) -> bool:

@@ -28,18 +28,26 @@ VIEW_TYPE_DELETED_ONLY: ViewType
 VIEW_TYPE_ALL: ViewType
 
 class MetricBatch(_message.Message):
-    __slots__ = ("keys", "key_index", "steps", "timestamps_ms", "values")
+    __slots__ = ("keys", "key_index", "steps", "timestamps_ms", "values", "key_index_le", "steps_le", "timestamps_ms_le", "values_le")
     KEYS_FIELD_NUMBER: _ClassVar[int]
     KEY_INDEX_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMPS_MS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    KEY_INDEX_LE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_LE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_MS_LE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_LE_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[str]
     key_index: _containers.RepeatedScalarFieldContainer[int]
     steps: _containers.RepeatedScalarFieldContainer[int]
     timestamps_ms: _containers.RepeatedScalarFieldContainer[int]
     values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, keys: _Optional[_Iterable[str]] = ..., key_index: _Optional[_Iterable[int]] = ..., steps: _Optional[_Iterable[int]] = ..., timestamps_ms: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+    key_index_le: bytes
+    steps_le: bytes
+    timestamps_ms_le: bytes
+    values_le: bytes
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., key_index: _Optional[_Iterable[int]] = ..., steps: _Optional[_Iterable[int]] = ..., timestamps_ms: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., key_index_le: _Optional[bytes] = ..., steps_le: _Optional[bytes] = ..., timestamps_ms_le: _Optional[bytes] = ..., values_le: _Optional[bytes] = ...) -> None: ...
 
 class MetricSeries(_message.Message):
     __slots__ = ("key", "steps", "timestamps_ms", "values", "run", "ranks")
