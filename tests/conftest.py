@@ -25,6 +25,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import _postgres
+from tests._s3 import artifact_server, s3_server  # noqa: F401 (fixtures)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

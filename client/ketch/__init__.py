@@ -13,6 +13,7 @@ For queries, :class:`ketch.Client`. Errors are in :mod:`ketch.errors`.
 
 from ketch import errors
 from ketch._client import Client
+from ketch._lineage import Dataset, Lineage, LineageEdge, LineageNode
 from ketch._run import (
     Run,
     active_run,
@@ -30,7 +31,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Client",
+    "Dataset",
     "Experiment",
+    "Lineage",
+    "LineageEdge",
+    "LineageNode",
     "MetricHistory",
     "MetricSummary",
     "Run",

@@ -10,6 +10,8 @@ Usage::
     ketch runs show RUN_ID [--packages] [--json]
     ketch runs compare RUN_ID RUN_ID [...] [--json]
     ketch runs plot RUN_ID [...] --key KEY [...] [--max-points N] [--out FILE.png]
+    ketch lineage NODE [--direction up|down|both] [--depth N] [--format tree|dot|mermaid|json]
+    ketch artifacts list RUN [PATH] | upload RUN LOCAL [--path P] | download RUN [PATH] [--dst D]
 
 Commands that talk to a server take ``--uri`` (default KETCH_TRACKING_URI, else
 ``grpc://127.0.0.1:50051``). SDK errors print ``ketch: <message>`` on stderr and
@@ -33,8 +35,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 from ketch import errors
+from ketch._artifacts_cli import add_artifacts_command
 from ketch._client import Client
 from ketch._config import DEFAULT_URI
+from ketch._lineage_view import add_lineage_command
 from ketch._types import Experiment, RunRecord
 
 __all__ = ["main"]
@@ -114,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_db(commands)
     _add_experiments(commands, _remote_options())
     _add_runs(commands, _remote_options())
+    add_lineage_command(commands, _remote_options(), _client)
+    add_artifacts_command(commands, _remote_options(), _client)
     _add_sync(commands)
     return parser
 

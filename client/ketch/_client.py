@@ -8,6 +8,8 @@ from typing import Any
 from google.protobuf import field_mask_pb2
 
 from ketch import errors
+from ketch._artifacts import ArtifactMethods
+from ketch._lineage import LineageMethods
 from ketch._transport import Transport
 from ketch._types import Experiment, MetricHistory, RunRecord
 from ketch.api.v1 import common_pb2, tracking_pb2
@@ -41,8 +43,13 @@ def _view(view: str) -> int:
         ) from None
 
 
-class Client:
+class Client(ArtifactMethods, LineageMethods):
     """A synchronous, thread-safe client of one ketch server.
+
+    Artifacts (``log_artifact``, ``log_artifacts``, ``list_artifacts``,
+    ``download_artifacts``, ``log_model``) are documented in :mod:`ketch._artifacts`;
+    datasets, lineage and forks (``log_inputs``, ``log_outputs``, ``get_lineage``,
+    ``fork_run``, ``create_dataset``, ``get_dataset``) in :mod:`ketch._lineage`.
 
     Args:
         uri: ``grpc://host:port`` or ``grpcs://host:port``; default KETCH_TRACKING_URI,

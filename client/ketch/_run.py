@@ -251,6 +251,57 @@ class Run:
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
 
+    # -------------------------------------------------------------- artifacts
+
+    def _artifact_client(self) -> Client:
+        client = getattr(self._sink, "client", None)
+        if client is None:
+            raise errors.FailedPrecondition(
+                "artifacts need a server: this run is offline (or finished without one)"
+            )
+        return client
+
+    def log_artifact(self, local_path: Any, artifact_path: str | None = None) -> Any:
+        """Store a file as ``<artifact_path>/<file name>``; see ``Client.log_artifact``."""
+        return self._artifact_client().log_artifact(self.id, local_path, artifact_path)
+
+    def log_artifacts(self, local_dir: Any, artifact_path: str | None = None) -> list[Any]:
+        """Store a directory tree below ``artifact_path``; see ``Client.log_artifacts``."""
+        return self._artifact_client().log_artifacts(self.id, local_dir, artifact_path)
+
+    def log_model(self, path_or_dir: Any, name: str, **kwargs: Any) -> Any:
+        """Store a model and its manifest under ``models/<name>/``; see ``Client.log_model``."""
+        return self._artifact_client().log_model(self.id, path_or_dir, name, **kwargs)
+
+    # ---------------------------------------------------------------- lineage
+
+    def log_input(self, dataset: Any, context: str = "training") -> Any:
+        """Record that this run consumed ``dataset`` (a :class:`ketch.Dataset`, or another
+        run's artifact as ``(run_id, path)``); see ``Client.log_inputs``. A no-op when
+        ketch is disabled."""
+        if self._sink is None:
+            return None
+        (node,) = self._lineage_client().log_inputs(self.id, [dataset], context=context)
+        return node
+
+    def log_output(self, dataset_or_artifact_path: Any, context: str = "") -> Any:
+        """Record that this run produced a :class:`ketch.Dataset` or the artifact at a
+        path of this run; see ``Client.log_outputs``. A no-op when ketch is disabled."""
+        if self._sink is None:
+            return None
+        client = self._lineage_client()
+        (node,) = client.log_outputs(self.id, [dataset_or_artifact_path], context=context)
+        return node
+
+    def _lineage_client(self) -> Client:
+        client = getattr(self._sink, "client", None)
+        if client is None:
+            raise errors.FailedPrecondition(
+                "lineage needs a server: this run is offline (log inputs and outputs "
+                "with ketch.Client.log_inputs / log_outputs once it is synced)"
+            )
+        return client
+
     # ------------------------------------------------------------- sending
 
     def _take(self) -> tuple[list[str], _Columns]:
@@ -433,6 +484,7 @@ def init(
     uri: str | None = None,
     run_id: str | None = None,
     parent: Run | str | None = None,
+    fork_from: tuple[str, int] | None = None,
     mode: str | None = None,
     ranks: str | None = None,
     capture_environment: bool = True,
@@ -453,6 +505,8 @@ def init(
         uri: server URI; default KETCH_TRACKING_URI, else grpc://127.0.0.1:50051.
         run_id: attach to (resume) this run instead of creating one; default KETCH_RUN_ID.
         parent: parent run (or its id), e.g. the study run of an HPO trial.
+        fork_from: ``(run_id, step)``: continue a fork of that run, which starts with its
+            params, tags and metric history up to and including ``step`` (online only).
         mode: "online" (default; KETCH_MODE), "offline" (write only the local spool;
             upload later with ``ketch sync``) or "disabled" (every call is a no-op).
         ranks: under torchrun, "zero" (default; KETCH_RANKS): only rank 0 logs, or
@@ -482,6 +536,8 @@ def init(
         "strict": strict,
         "rank": topology.rank,
     }
+    if fork_from is not None:
+        run_id = _fork(uri, fork_from, name, experiment, topology, chosen)
     if chosen == "offline":
         run = _offline_run(experiment, request, uri, root, options)
     else:
@@ -508,6 +564,21 @@ def init(
 
 
 start_run = init
+
+
+def _fork(uri, fork_from, name, experiment, topology, chosen) -> str:
+    """Fork ``fork_from = (run_id, step)``; every rank of one job gets the same fork."""
+    if chosen == "offline":
+        raise errors.FailedPrecondition(
+            "fork_from needs a server; it cannot be used offline",
+            metadata={"field": "fork_from"},
+        )
+    source, step = fork_from
+    shared = _distributed.job_request_id(experiment, name or "") if topology.distributed else ""
+    with Client(uri) as client:
+        return client.fork_run(
+            source, step, name, request_id=f"fork-{shared}" if shared else None
+        ).id
 
 
 def _online_run(experiment, request, uri, run_id, root, topology, config, tags, options) -> Run:

@@ -57,6 +57,13 @@ class Transport:
                 self._pid = os.getpid()
             return self._stub
 
+    @property
+    def channel(self) -> grpc.Channel:
+        """This process's channel (created on first use), for the other services' stubs."""
+        _ = self.stub
+        assert self._channel is not None
+        return self._channel
+
     def call(self, method: str, request: Any, *, retries: int = 0, timeout: float | None = None):
         """Call a unary method; retry UNAVAILABLE ``retries`` times with backoff.
 

@@ -15,23 +15,41 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from ketch.api.v1 import tracking_pb2, tracking_pb2_grpc
+from ketch.api.v1 import (
+    artifacts_pb2,
+    artifacts_pb2_grpc,
+    lineage_pb2,
+    lineage_pb2_grpc,
+    tracking_pb2,
+    tracking_pb2_grpc,
+)
 
 from ketch_server import __version__
+from ketch_server.api.artifacts import ArtifactServicer
 from ketch_server.api.errors import ErrorInterceptor
+from ketch_server.api.lineage import LineageServicer
 from ketch_server.api.tracking import TrackingServicer
+from ketch_server.blobs import open_blob_store
 from ketch_server.domain.errors import KetchError
+from ketch_server.services.artifacts import ArtifactService
 from ketch_server.services.ingest import Ingest
+from ketch_server.services.lineage import LineageService
 from ketch_server.services.tracking import TrackingService
 from ketch_server.settings import Settings
+from ketch_server.store.artifacts import ArtifactStore
 from ketch_server.store.engine import create_engine, upgrade_schema
+from ketch_server.store.lineage import LineageStore
 from ketch_server.store.tracking import TrackingStore
 
 __all__ = ["KetchServer", "build_server", "serve"]
 
 log = logging.getLogger("ketch.server")
 
-SERVICES = (tracking_pb2.DESCRIPTOR.services_by_name["TrackingService"].full_name,)
+SERVICES = (
+    tracking_pb2.DESCRIPTOR.services_by_name["TrackingService"].full_name,
+    artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
+    lineage_pb2.DESCRIPTOR.services_by_name["LineageService"].full_name,
+)
 
 
 def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -174,6 +192,13 @@ async def build_server(settings: Settings) -> KetchServer:
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=_grpc_options(settings))
     tracking_pb2_grpc.add_TrackingServiceServicer_to_server(
         TrackingServicer(TrackingService(store), ingest), server
+    )
+    blobs = await asyncio.to_thread(open_blob_store, settings)
+    artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(
+        ArtifactServicer(ArtifactService(ArtifactStore(engine), blobs)), server
+    )
+    lineage_pb2_grpc.add_LineageServiceServicer_to_server(
+        LineageServicer(LineageService(LineageStore(engine))), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -9,7 +9,8 @@ import argparse
 import dataclasses
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 __all__ = ["Settings", "add_arguments", "from_args"]
 
@@ -29,6 +30,13 @@ class Settings:
     health_interval_seconds: float = 5.0
     migrate: bool = True
     allow_anonymous: bool = False
+    # Artifact bytes: "" = <data_dir>/artifacts, a directory, or s3://bucket/prefix.
+    artifacts: str = ""
+    s3_endpoint: str = ""
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str | None = None
+    s3_secure: bool = True
 
     @property
     def address(self) -> str:
@@ -42,8 +50,14 @@ class Settings:
         return f"sqlite+aiosqlite:///{(self.data_dir / 'ketch.db').resolve()}"
 
 
+def _boolean(value: str) -> bool:
+    if value.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(value)
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 # (flag, env var, Settings field, type, help)
-_OPTIONS: Sequence[tuple[str, str, str, type, str]] = (
+_OPTIONS: Sequence[tuple[str, str, str, Callable[[str], Any], str]] = (
     ("--host", "KETCH_HOST", "host", str, "address to listen on (default 127.0.0.1)"),
     ("--port", "KETCH_PORT", "port", int, "port to listen on; 0 picks a free one (default 50051)"),
     (
@@ -74,6 +88,24 @@ _OPTIONS: Sequence[tuple[str, str, str, type, str]] = (
         "max_message_bytes",
         int,
         "largest gRPC message accepted or sent (default 64 MiB)",
+    ),
+    (
+        "--artifacts",
+        "KETCH_ARTIFACTS",
+        "artifacts",
+        str,
+        "where artifact bytes live: s3://bucket/prefix or a directory (default DATA_DIR/artifacts)",
+    ),
+    ("--s3-endpoint", "KETCH_S3_ENDPOINT", "s3_endpoint", str, "S3 endpoint, e.g. minio:9000"),
+    ("--s3-access-key", "KETCH_S3_ACCESS_KEY", "s3_access_key", str, "S3 access key"),
+    ("--s3-secret-key", "KETCH_S3_SECRET_KEY", "s3_secret_key", str, "S3 secret key"),
+    ("--s3-region", "KETCH_S3_REGION", "s3_region", str, "S3 region"),
+    (
+        "--s3-secure",
+        "KETCH_S3_SECURE",
+        "s3_secure",
+        _boolean,
+        "use https for the S3 endpoint: true or false (default true)",
     ),
 )
 

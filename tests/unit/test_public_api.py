@@ -12,7 +12,11 @@ def test_public_names_are_pinned():
     assert sorted(ketch.__all__) == sorted(
         [
             "Client",
+            "Dataset",
             "Experiment",
+            "Lineage",
+            "LineageEdge",
+            "LineageNode",
             "MetricHistory",
             "MetricSummary",
             "Run",

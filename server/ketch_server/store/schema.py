@@ -24,7 +24,11 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "artifacts",
+    "blobs",
+    "datasets",
     "experiments",
+    "lineage_edges",
     "metadata",
     "metric_chunks",
     "metric_keys",
@@ -33,6 +37,7 @@ __all__ = [
     "runs",
     "stream_cursors",
     "tags",
+    "uploads",
 ]
 
 metadata = MetaData(
@@ -149,4 +154,86 @@ stream_cursors = Table(
     Column("host", String(256), nullable=False),
     Column("points", BigInteger, nullable=False),
     Column("update_time", BigInteger, nullable=False),
+)
+
+# ------------------------------------------------------------------ lineage (0005)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("display_name", String(256), nullable=False),
+    Column("digest", String(256), nullable=False),
+    Column("source", String(2048), nullable=False),
+    Column("schema_json", Text, nullable=False),
+    Column("num_rows", BigInteger),
+    Column("create_time", BigInteger, nullable=False),
+    UniqueConstraint("display_name", "digest"),
+)
+
+# Immutable lineage events between nodes named (kind, ref): RUN -> run id, DATASET ->
+# dataset id, ARTIFACT -> "{run_id}/{path}", MODEL_VERSION -> "{model}/{version}".
+# Every edge points downstream. CHILD_OF edges are not stored: they are derived
+# from runs.parent_run_id when the graph is read.
+lineage_edges = Table(
+    "lineage_edges",
+    metadata,
+    Column("id", AutoBigInt, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("upstream_kind", String(16), nullable=False),
+    Column("upstream_ref", String(1100), nullable=False),
+    Column("downstream_kind", String(16), nullable=False),
+    Column("downstream_ref", String(1100), nullable=False),
+    Column("context", String(128), nullable=False),
+    Column("step", BigInteger),
+    Column("create_time", BigInteger, nullable=False),
+    UniqueConstraint(
+        "upstream_kind",
+        "upstream_ref",
+        "downstream_kind",
+        "downstream_ref",
+        "kind",
+        "context",
+        name="uq_lineage_edges_event",
+    ),
+    Index(None, "downstream_kind", "downstream_ref"),
+)
+
+# ------------------------------------------------------------------ artifacts (0004)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("storage_key", String(512), nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("run_id", ID, ForeignKey("runs.id"), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("sha256", String(64), ForeignKey("blobs.sha256"), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Index(None, "sha256"),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("run_id", ID, ForeignKey("runs.id"), nullable=False),
+    Column("path", String(1024), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("storage_key", String(512), nullable=False),
+    Column("backend_upload_id", String(1024)),
+    Column("part_size", BigInteger, nullable=False),
+    Column("request_id", String(128), unique=True),
+    Column("create_time", BigInteger, nullable=False),
+    Column("expire_time", BigInteger, nullable=False),
+    Index(None, "expire_time"),
 )
