@@ -313,6 +313,7 @@ class Client(ArtifactMethods, LineageMethods):
                 start_step=start_step,
                 end_step=end_step,
                 max_points=max_points,
+                encoding=_ENCODING,
             )
             parts: dict[tuple[str, str], list[common_pb2.MetricSeries]] = {}
             for resp in self._transport.stream("ReadMetricHistory", req):
@@ -323,31 +324,44 @@ class Client(ArtifactMethods, LineageMethods):
         return out
 
 
+try:
+    import numpy as _np
+
+    # With numpy, ask for raw little-endian columns: decoding is a memory copy.
+    _ENCODING = common_pb2.COLUMN_ENCODING_RAW_LE
+except ImportError:  # pragma: no cover - numpy is optional for the SDK
+    _np = None
+    _ENCODING = common_pb2.COLUMN_ENCODING_UNSPECIFIED
+
+
 def _history(run_id: str, key: str, chunks: list[common_pb2.MetricSeries]) -> MetricHistory:
     """One history from its pieces; a piece without ranks is all rank 0."""
-    try:
-        import numpy as np
-    except ImportError:
+    if _np is None:
         steps = [s for c in chunks for s in c.steps]
         stamps = [t for c in chunks for t in c.timestamps_ms]
         values = [v for c in chunks for v in c.values]
         ranks = [r for c in chunks for r in (c.ranks or [0] * len(c.steps))]
         return MetricHistory(key, steps, stamps, values, run_id=run_id, ranks=ranks)
-    return MetricHistory(
-        key,
-        np.concatenate([np.asarray(c.steps, dtype=np.int64) for c in chunks]),
-        np.concatenate([np.asarray(c.timestamps_ms, dtype=np.int64) for c in chunks]),
-        np.concatenate([np.asarray(c.values, dtype=np.float64) for c in chunks]),
-        run_id=run_id,
-        ranks=np.concatenate(
-            [
-                np.asarray(c.ranks, dtype=np.int32)
-                if len(c.ranks)
-                else np.zeros(len(c.steps), dtype=np.int32)
-                for c in chunks
-            ]
-        ),
-    )
+    columns = [_columns(c) for c in chunks]
+    steps, stamps, values, ranks = (_np.concatenate([c[i] for c in columns]) for i in range(4))
+    return MetricHistory(key, steps, stamps, values, run_id=run_id, ranks=ranks)
+
+
+def _columns(c: common_pb2.MetricSeries):
+    """(steps, timestamps, values, ranks) arrays of one piece, raw or packed."""
+    if c.steps_le or c.values_le:
+        steps = _np.frombuffer(c.steps_le, dtype="<i8")
+        stamps = _np.frombuffer(c.timestamps_ms_le, dtype="<i8")
+        values = _np.frombuffer(c.values_le, dtype="<f8")
+        ranks = _np.frombuffer(c.ranks_le, dtype="<i4") if c.ranks_le else None
+    else:
+        steps = _np.asarray(c.steps, dtype=_np.int64)
+        stamps = _np.asarray(c.timestamps_ms, dtype=_np.int64)
+        values = _np.asarray(c.values, dtype=_np.float64)
+        ranks = _np.asarray(c.ranks, dtype=_np.int32) if len(c.ranks) else None
+    if ranks is None:
+        ranks = _np.zeros(len(steps), dtype=_np.int32)
+    return steps, stamps, values, ranks
 
 
 def _param_str(value: Any) -> str:

@@ -258,3 +258,23 @@ def test_short_series_are_read_exactly(stub, client, experiment):
     assert len(got[b, "m"]) <= 300
     assert got[b, "m"].values.min() == 0.0 and got[b, "m"].values.max() == 999.0
     assert len(client.get_metric_history(b, "m", max_points=3)) <= 3
+
+
+def test_raw_column_encoding_carries_the_same_points(stub, experiment):
+    run_id = new_run(stub, experiment)
+    log(stub, run_id, {"loss": ([0, 1, 5], [0.5, float("nan"), -np.inf])})
+    log(stub, run_id, {"loss": ([2], [7.0])}, rank=3)
+    packed = read(stub, run=f"runs/{run_id}")
+    req = tracking_pb2.ReadMetricHistoryRequest(
+        run=f"runs/{run_id}", encoding=common_pb2.COLUMN_ENCODING_RAW_LE
+    )
+    ((series,),) = [r.series for r in stub.ReadMetricHistory(req, timeout=30)]
+    assert not len(series.steps) and not len(series.values)  # nothing packed
+    steps = np.frombuffer(series.steps_le, "<i8").tolist()
+    values = np.frombuffer(series.values_le, "<f8")
+    ranks = np.frombuffer(series.ranks_le, "<i4").tolist()
+    ((_, _, p_steps, p_values, p_ranks),) = packed
+    assert steps == p_steps == [0, 1, 2, 5]
+    assert values.tobytes() == np.asarray(p_values, "<f8").tobytes()  # NaN and -inf exact
+    assert ranks == p_ranks == [0, 0, 3, 0]
+    assert len(np.frombuffer(series.timestamps_ms_le, "<i8")) == 4

@@ -242,6 +242,20 @@ def series_to_pb(
     return series
 
 
+def series_to_raw_pb(
+    run_id: str, key: str, steps, timestamps, values, ranks
+) -> common_pb2.MetricSeries:
+    """Like :func:`series_to_pb`, with the columns as raw little-endian arrays."""
+    return common_pb2.MetricSeries(
+        key=key,
+        run=f"runs/{run_id}",
+        steps_le=np.ascontiguousarray(steps, dtype="<i8").tobytes(),
+        timestamps_ms_le=np.ascontiguousarray(timestamps, dtype="<i8").tobytes(),
+        values_le=np.ascontiguousarray(values, dtype="<f8").tobytes(),
+        ranks_le=np.ascontiguousarray(ranks, dtype="<i4").tobytes() if ranks.any() else b"",
+    )
+
+
 _SERIES_FIELDS = common_pb2.MetricSeries.DESCRIPTOR.fields_by_name
 _STEPS = _SERIES_FIELDS["steps"].number
 _TIMESTAMPS = _SERIES_FIELDS["timestamps_ms"].number

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-from ketch.api.v1 import tracking_pb2, tracking_pb2_grpc
+from ketch.api.v1 import common_pb2, tracking_pb2, tracking_pb2_grpc
 
 from ketch_server.api import convert
 from ketch_server.domain.errors import InvalidArgument, OutOfRange
@@ -218,10 +218,13 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             runs=list(request.runs),
             max_points=request.max_points,
         )
+        encode = (
+            convert.series_to_raw_pb
+            if request.encoding == common_pb2.COLUMN_ENCODING_RAW_LE
+            else convert.series_to_pb
+        )
         for pieces in _responses(series):
-            yield tracking_pb2.ReadMetricHistoryResponse(
-                series=[convert.series_to_pb(*piece) for piece in pieces]
-            )
+            yield tracking_pb2.ReadMetricHistoryResponse(series=[encode(*p) for p in pieces])
 
 
 def _responses(series: list[tuple]) -> Iterator[list[tuple]]:

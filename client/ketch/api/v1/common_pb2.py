@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ketch/api/v1/common.proto\x12\x0cketch.api.v1\"\xc9\x01\n\x0bMetricBatch\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x15\n\tkey_index\x18\x02 \x03(\rB\x02\x10\x01\x12\x11\n\x05steps\x18\x03 \x03(\x03\x42\x02\x10\x01\x12\x19\n\rtimestamps_ms\x18\x04 \x03(\x03\x42\x02\x10\x01\x12\x12\n\x06values\x18\x05 \x03(\x01\x42\x02\x10\x01\x12\x14\n\x0ckey_index_le\x18\x06 \x01(\x0c\x12\x10\n\x08steps_le\x18\x07 \x01(\x0c\x12\x18\n\x10timestamps_ms_le\x18\x08 \x01(\x0c\x12\x11\n\tvalues_le\x18\t \x01(\x0c\"}\n\x0cMetricSeries\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\x05steps\x18\x02 \x03(\x03\x42\x02\x10\x01\x12\x19\n\rtimestamps_ms\x18\x03 \x03(\x03\x42\x02\x10\x01\x12\x12\n\x06values\x18\x04 \x03(\x01\x42\x02\x10\x01\x12\x0b\n\x03run\x18\x05 \x01(\t\x12\x11\n\x05ranks\x18\x06 \x03(\x05\x42\x02\x10\x01\"\x93\x01\n\rMetricSummary\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nlast_value\x18\x02 \x01(\x01\x12\x11\n\tlast_step\x18\x03 \x01(\x03\x12\x19\n\x11last_timestamp_ms\x18\x04 \x01(\x03\x12\x11\n\tmin_value\x18\x05 \x01(\x01\x12\x11\n\tmax_value\x18\x06 \x01(\x01\x12\r\n\x05\x63ount\x18\x07 \x01(\x03*j\n\x0eLifecycleState\x12\x1f\n\x1bLIFECYCLE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16LIFECYCLE_STATE_ACTIVE\x10\x01\x12\x1b\n\x17LIFECYCLE_STATE_DELETED\x10\x02*o\n\x08ViewType\x12\x19\n\x15VIEW_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15VIEW_TYPE_ACTIVE_ONLY\x10\x01\x12\x1a\n\x16VIEW_TYPE_DELETED_ONLY\x10\x02\x12\x11\n\rVIEW_TYPE_ALL\x10\x03\x42J\n\x0fml.ketch.api.v1P\x01Z5github.com/ketch-ml/ketch/gen/go/ketch/api/v1;ketchv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ketch/api/v1/common.proto\x12\x0cketch.api.v1\"\xc9\x01\n\x0bMetricBatch\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x15\n\tkey_index\x18\x02 \x03(\rB\x02\x10\x01\x12\x11\n\x05steps\x18\x03 \x03(\x03\x42\x02\x10\x01\x12\x19\n\rtimestamps_ms\x18\x04 \x03(\x03\x42\x02\x10\x01\x12\x12\n\x06values\x18\x05 \x03(\x01\x42\x02\x10\x01\x12\x14\n\x0ckey_index_le\x18\x06 \x01(\x0c\x12\x10\n\x08steps_le\x18\x07 \x01(\x0c\x12\x18\n\x10timestamps_ms_le\x18\x08 \x01(\x0c\x12\x11\n\tvalues_le\x18\t \x01(\x0c\"\xce\x01\n\x0cMetricSeries\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\x05steps\x18\x02 \x03(\x03\x42\x02\x10\x01\x12\x19\n\rtimestamps_ms\x18\x03 \x03(\x03\x42\x02\x10\x01\x12\x12\n\x06values\x18\x04 \x03(\x01\x42\x02\x10\x01\x12\x0b\n\x03run\x18\x05 \x01(\t\x12\x11\n\x05ranks\x18\x06 \x03(\x05\x42\x02\x10\x01\x12\x10\n\x08steps_le\x18\x07 \x01(\x0c\x12\x18\n\x10timestamps_ms_le\x18\x08 \x01(\x0c\x12\x11\n\tvalues_le\x18\t \x01(\x0c\x12\x10\n\x08ranks_le\x18\n \x01(\x0c\"\x93\x01\n\rMetricSummary\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nlast_value\x18\x02 \x01(\x01\x12\x11\n\tlast_step\x18\x03 \x01(\x03\x12\x19\n\x11last_timestamp_ms\x18\x04 \x01(\x03\x12\x11\n\tmin_value\x18\x05 \x01(\x01\x12\x11\n\tmax_value\x18\x06 \x01(\x01\x12\r\n\x05\x63ount\x18\x07 \x01(\x03*j\n\x0eLifecycleState\x12\x1f\n\x1bLIFECYCLE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16LIFECYCLE_STATE_ACTIVE\x10\x01\x12\x1b\n\x17LIFECYCLE_STATE_DELETED\x10\x02*o\n\x08ViewType\x12\x19\n\x15VIEW_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15VIEW_TYPE_ACTIVE_ONLY\x10\x01\x12\x1a\n\x16VIEW_TYPE_DELETED_ONLY\x10\x02\x12\x11\n\rVIEW_TYPE_ALL\x10\x03*M\n\x0e\x43olumnEncoding\x12\x1f\n\x1b\x43OLUMN_ENCODING_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43OLUMN_ENCODING_RAW_LE\x10\x01\x42J\n\x0fml.ketch.api.v1P\x01Z5github.com/ketch-ml/ketch/gen/go/ketch/api/v1;ketchv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,14 +48,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METRICSERIES'].fields_by_name['values']._serialized_options = b'\020\001'
   _globals['_METRICSERIES'].fields_by_name['ranks']._loaded_options = None
   _globals['_METRICSERIES'].fields_by_name['ranks']._serialized_options = b'\020\001'
-  _globals['_LIFECYCLESTATE']._serialized_start=524
-  _globals['_LIFECYCLESTATE']._serialized_end=630
-  _globals['_VIEWTYPE']._serialized_start=632
-  _globals['_VIEWTYPE']._serialized_end=743
+  _globals['_LIFECYCLESTATE']._serialized_start=606
+  _globals['_LIFECYCLESTATE']._serialized_end=712
+  _globals['_VIEWTYPE']._serialized_start=714
+  _globals['_VIEWTYPE']._serialized_end=825
+  _globals['_COLUMNENCODING']._serialized_start=827
+  _globals['_COLUMNENCODING']._serialized_end=904
   _globals['_METRICBATCH']._serialized_start=44
   _globals['_METRICBATCH']._serialized_end=245
-  _globals['_METRICSERIES']._serialized_start=247
-  _globals['_METRICSERIES']._serialized_end=372
-  _globals['_METRICSUMMARY']._serialized_start=375
-  _globals['_METRICSUMMARY']._serialized_end=522
+  _globals['_METRICSERIES']._serialized_start=248
+  _globals['_METRICSERIES']._serialized_end=454
+  _globals['_METRICSUMMARY']._serialized_start=457
+  _globals['_METRICSUMMARY']._serialized_end=604
 # @@protoc_insertion_point(module_scope)

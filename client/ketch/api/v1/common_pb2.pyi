@@ -19,6 +19,11 @@ class ViewType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VIEW_TYPE_ACTIVE_ONLY: _ClassVar[ViewType]
     VIEW_TYPE_DELETED_ONLY: _ClassVar[ViewType]
     VIEW_TYPE_ALL: _ClassVar[ViewType]
+
+class ColumnEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COLUMN_ENCODING_UNSPECIFIED: _ClassVar[ColumnEncoding]
+    COLUMN_ENCODING_RAW_LE: _ClassVar[ColumnEncoding]
 LIFECYCLE_STATE_UNSPECIFIED: LifecycleState
 LIFECYCLE_STATE_ACTIVE: LifecycleState
 LIFECYCLE_STATE_DELETED: LifecycleState
@@ -26,6 +31,8 @@ VIEW_TYPE_UNSPECIFIED: ViewType
 VIEW_TYPE_ACTIVE_ONLY: ViewType
 VIEW_TYPE_DELETED_ONLY: ViewType
 VIEW_TYPE_ALL: ViewType
+COLUMN_ENCODING_UNSPECIFIED: ColumnEncoding
+COLUMN_ENCODING_RAW_LE: ColumnEncoding
 
 class MetricBatch(_message.Message):
     __slots__ = ("keys", "key_index", "steps", "timestamps_ms", "values", "key_index_le", "steps_le", "timestamps_ms_le", "values_le")
@@ -50,20 +57,28 @@ class MetricBatch(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[str]] = ..., key_index: _Optional[_Iterable[int]] = ..., steps: _Optional[_Iterable[int]] = ..., timestamps_ms: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., key_index_le: _Optional[bytes] = ..., steps_le: _Optional[bytes] = ..., timestamps_ms_le: _Optional[bytes] = ..., values_le: _Optional[bytes] = ...) -> None: ...
 
 class MetricSeries(_message.Message):
-    __slots__ = ("key", "steps", "timestamps_ms", "values", "run", "ranks")
+    __slots__ = ("key", "steps", "timestamps_ms", "values", "run", "ranks", "steps_le", "timestamps_ms_le", "values_le", "ranks_le")
     KEY_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMPS_MS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     RANKS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_LE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_MS_LE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_LE_FIELD_NUMBER: _ClassVar[int]
+    RANKS_LE_FIELD_NUMBER: _ClassVar[int]
     key: str
     steps: _containers.RepeatedScalarFieldContainer[int]
     timestamps_ms: _containers.RepeatedScalarFieldContainer[int]
     values: _containers.RepeatedScalarFieldContainer[float]
     run: str
     ranks: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, key: _Optional[str] = ..., steps: _Optional[_Iterable[int]] = ..., timestamps_ms: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., run: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ...) -> None: ...
+    steps_le: bytes
+    timestamps_ms_le: bytes
+    values_le: bytes
+    ranks_le: bytes
+    def __init__(self, key: _Optional[str] = ..., steps: _Optional[_Iterable[int]] = ..., timestamps_ms: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., run: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ..., steps_le: _Optional[bytes] = ..., timestamps_ms_le: _Optional[bytes] = ..., values_le: _Optional[bytes] = ..., ranks_le: _Optional[bytes] = ...) -> None: ...
 
 class MetricSummary(_message.Message):
     __slots__ = ("key", "last_value", "last_step", "last_timestamp_ms", "min_value", "max_value", "count")

@@ -451,20 +451,22 @@ class StreamControl(_message.Message):
     def __init__(self, action: _Optional[_Union[ControlAction, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ReadMetricHistoryRequest(_message.Message):
-    __slots__ = ("run", "keys", "start_step", "end_step", "runs", "max_points")
+    __slots__ = ("run", "keys", "start_step", "end_step", "runs", "max_points", "encoding")
     RUN_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     START_STEP_FIELD_NUMBER: _ClassVar[int]
     END_STEP_FIELD_NUMBER: _ClassVar[int]
     RUNS_FIELD_NUMBER: _ClassVar[int]
     MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
     run: str
     keys: _containers.RepeatedScalarFieldContainer[str]
     start_step: int
     end_step: int
     runs: _containers.RepeatedScalarFieldContainer[str]
     max_points: int
-    def __init__(self, run: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., start_step: _Optional[int] = ..., end_step: _Optional[int] = ..., runs: _Optional[_Iterable[str]] = ..., max_points: _Optional[int] = ...) -> None: ...
+    encoding: _common_pb2.ColumnEncoding
+    def __init__(self, run: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., start_step: _Optional[int] = ..., end_step: _Optional[int] = ..., runs: _Optional[_Iterable[str]] = ..., max_points: _Optional[int] = ..., encoding: _Optional[_Union[_common_pb2.ColumnEncoding, str]] = ...) -> None: ...
 
 class ReadMetricHistoryResponse(_message.Message):
     __slots__ = ("series",)
