@@ -30,7 +30,6 @@ from ketch_server.api.errors import ErrorInterceptor
 from ketch_server.api.lineage import LineageServicer
 from ketch_server.api.tracking import TrackingServicer
 from ketch_server.blobs import open_blob_store
-from ketch_server.domain.errors import KetchError
 from ketch_server.services.artifacts import ArtifactService
 from ketch_server.services.ingest import Ingest
 from ketch_server.services.lineage import LineageService
@@ -142,7 +141,7 @@ class KetchServer:
         try:
             await asyncio.wait_for(self.store.ping(), timeout=5)
             ok = True
-        except (KetchError, TimeoutError, OSError) as exc:
+        except Exception as exc:
             log.warning("database unreachable; health is NOT_SERVING until it answers: %s", exc)
             ok = False
         await self._set_health(ok)

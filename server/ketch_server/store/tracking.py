@@ -24,10 +24,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import case, delete, literal, or_, select, update
+from sqlalchemy import and_, case, delete, literal, or_, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ketch_server.domain import metrics as chunks
@@ -72,6 +72,22 @@ from ketch_server.store.schema import (
 __all__ = ["TrackingStore", "now_ms"]
 
 
+# SQLSTATE classes meaning "the database is not available right now": connection
+# exceptions, operator intervention (starting up, shutting down), insufficient
+# resources. Errors of these classes become Unavailable (clients retry).
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "57", "53")
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(
+        getattr(orig, "__cause__", None), "sqlstate", None
+    )
+    return bool(code) and str(code)[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -97,6 +113,13 @@ class TrackingStore:
                 ) from exc
             raise Unavailable(
                 "the database cannot be reached; the call changed nothing, retry it later"
+            ) from exc
+        except DBAPIError as exc:
+            if not _unavailable(exc):
+                raise
+            raise Unavailable(
+                "the database is starting up, shutting down or lost the connection; "
+                "the call changed nothing, retry it later"
             ) from exc
 
     def _insert(self, table):
@@ -496,8 +519,8 @@ class TrackingStore:
         parts_by_run: dict[str, list[tuple[int, chunks.Chunk]]] = {}
         async with self._tx() as conn:
             for (run_id, writer_id), items in by_writer.items():
-                await self._advance_cursor(conn, run_id, writer_id, items, now)
-                for item in items:
+                fresh = await self._advance_cursor(conn, run_id, writer_id, items, now)
+                for item in fresh:
                     parts_by_run.setdefault(run_id, []).extend(
                         (item.rank, c) for c in chunks.split_batch(item.columns, now)
                     )
@@ -505,27 +528,45 @@ class TrackingStore:
                 await self._writable_run(conn, run_id)
                 await self._write_chunks(conn, run_id, parts)
 
-    async def _advance_cursor(self, conn, run_id, writer_id, items, now) -> None:
+    async def _advance_cursor(self, conn, run_id, writer_id, items, now) -> list:
+        """Lock the writer's cursor, keep the batches it has not committed yet, and
+        advance it past them; return those batches.
+
+        A group can hold a batch twice (a stream's queued batches still commit after
+        it dropped, while the reconnected stream resends them), and batches at or
+        below the cursor; both are skipped, so each seq is written exactly once.
+        """
         cursor = stream_cursors.c
-        result = await conn.execute(
-            update(stream_cursors)
-            .where(
-                cursor.run_id == run_id,
-                cursor.writer_id == writer_id,
-                cursor.seq == items[0].seq - 1,
-            )
-            .values(
-                seq=items[-1].seq,
-                points=cursor.points + sum(len(i.columns) for i in items),
-                update_time=now,
-            )
-        )
-        if result.rowcount != 1:
+        mine = and_(cursor.run_id == run_id, cursor.writer_id == writer_id)
+        stored = (await conn.execute(select(cursor.seq).where(mine).with_for_update())).scalar()
+        if stored is None:
             raise Aborted(
-                f"writer {writer_id!r} of runs/{run_id} committed elsewhere meanwhile; "
-                "reconnect to learn its committed seq",
+                f"writer {writer_id!r} of runs/{run_id} has no open stream; reconnect",
                 resource=f"runs/{run_id}",
             )
+        fresh, expected = [], stored + 1
+        for item in sorted(items, key=lambda i: i.seq):
+            if item.seq < expected:
+                continue
+            if item.seq > expected:
+                raise Aborted(
+                    f"writer {writer_id!r} of runs/{run_id} skipped from seq {expected - 1} "
+                    f"to {item.seq}; reconnect to resend from the committed seq",
+                    resource=f"runs/{run_id}",
+                )
+            fresh.append(item)
+            expected += 1
+        if fresh:
+            await conn.execute(
+                update(stream_cursors)
+                .where(mine)
+                .values(
+                    seq=expected - 1,
+                    points=cursor.points + sum(len(i.columns) for i in fresh),
+                    update_time=now,
+                )
+            )
+        return fresh
 
     async def list_writers(self, run_id: str) -> list[dict[str, Any]]:
         """The stream writers of a run: writer_id, rank, host, seq, points, update_time."""
