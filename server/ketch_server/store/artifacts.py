@@ -13,22 +13,18 @@ Contract (SQLite and PostgreSQL):
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import and_, delete, select
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ketch_server.domain.artifacts import Artifact, BlobRef, PendingUpload
-from ketch_server.domain.errors import AlreadyExists, NotFound, Unavailable
+from ketch_server.domain.errors import AlreadyExists, NotFound
 from ketch_server.domain.models import Page
 from ketch_server.domain.pagination import decode_token, encode_token, fingerprint
+from ketch_server.store.base import SqlStore, now_ms
 from ketch_server.store.schema import artifacts, blobs, runs, uploads
-from ketch_server.store.tracking import now_ms
 
 __all__ = ["ArtifactStore"]
 
@@ -50,26 +46,8 @@ def _conflict(run_id: str, path: str) -> AlreadyExists:
     )
 
 
-class ArtifactStore:
+class ArtifactStore(SqlStore):
     """Artifact metadata over one async engine. See the module docstring."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self._dialect = engine.dialect.name
-
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except (OperationalError, InterfaceError, OSError, ConnectionError) as exc:
-            raise Unavailable(
-                "the database cannot be reached; the call changed nothing, retry it later"
-            ) from exc
-
-    def _insert(self, table):
-        module = pg_dialect if self._dialect == "postgresql" else sqlite_dialect
-        return module.insert(table)
 
     # ---------------------------------------------------------------- reads
 

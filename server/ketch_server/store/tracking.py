@@ -15,20 +15,16 @@ Contract (every backend, SQLite and PostgreSQL):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sqlalchemy import and_, case, delete, literal, or_, select, update
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ketch_server.domain import metrics as chunks
 from ketch_server.domain.errors import (
@@ -37,7 +33,6 @@ from ketch_server.domain.errors import (
     FailedPrecondition,
     NotFound,
     ParamConflict,
-    Unavailable,
 )
 from ketch_server.domain.filters import Node, OrderKey
 from ketch_server.domain.ids import new_id
@@ -58,6 +53,7 @@ from ketch_server.domain.models import (
 )
 from ketch_server.domain.pagination import decode_token, encode_token, fingerprint
 from ketch_server.store import search
+from ketch_server.store.base import SqlStore, now_ms
 from ketch_server.store.schema import (
     experiments,
     metric_chunks,
@@ -72,64 +68,8 @@ from ketch_server.store.schema import (
 __all__ = ["TrackingStore", "now_ms"]
 
 
-# SQLSTATE classes meaning "the database is not available right now": connection
-# exceptions, operator intervention (starting up, shutting down), insufficient
-# resources. Errors of these classes become Unavailable (clients retry).
-_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "57", "53")
-
-
-def _unavailable(exc: DBAPIError) -> bool:
-    if exc.connection_invalidated:
-        return True
-    orig = exc.orig
-    code = getattr(orig, "sqlstate", None) or getattr(
-        getattr(orig, "__cause__", None), "sqlstate", None
-    )
-    return bool(code) and str(code)[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class TrackingStore:
+class TrackingStore(SqlStore):
     """Tracking persistence over one async engine. See the module docstring."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self._dialect = engine.dialect.name
-
-    # ------------------------------------------------------------ plumbing
-
-    @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except (OperationalError, InterfaceError, OSError, ConnectionError) as exc:
-            if isinstance(exc, OperationalError) and "locked" in str(exc):
-                raise Unavailable(
-                    "the SQLite database stayed locked by another writer; retry the call"
-                ) from exc
-            raise Unavailable(
-                "the database cannot be reached; the call changed nothing, retry it later"
-            ) from exc
-        except DBAPIError as exc:
-            if not _unavailable(exc):
-                raise
-            raise Unavailable(
-                "the database is starting up, shutting down or lost the connection; "
-                "the call changed nothing, retry it later"
-            ) from exc
-
-    def _insert(self, table):
-        module = pg_dialect if self._dialect == "postgresql" else sqlite_dialect
-        return module.insert(table)
-
-    async def ping(self) -> None:
-        """Raise ``Unavailable`` unless the database answers a trivial query."""
-        async with self._tx() as conn:
-            await conn.execute(select(literal(1)))
 
     # --------------------------------------------------------- experiments
 
