@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -78,13 +79,18 @@ def _on_signal(signum: int, frame: Any) -> None:
             "ketch: %s received; finishing open runs as KILLED", signal.Signals(signum).name
         )
         _finish_all("KILLED")
-    previous = _previous_handlers.get(signum, signal.SIG_DFL)
+    previous = _previous_handlers.get(signum)
     if callable(previous):
         previous(signum, frame)
-    elif previous == signal.SIG_DFL:
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-    # SIG_IGN: the process chose to ignore it; so do we, after finishing.
+        return
+    if previous == signal.SIG_IGN or signum == signal.SIGINT:
+        return  # ignored before ketch came, or Python's SIGINT handler was replaced
+    # SIG_DFL, or a handler installed outside Python (None): end the process as the
+    # default action does; if the re-raised signal does not end it, exit anyway.
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    time.sleep(1)
+    os._exit(128 + signum)
 
 
 def _after_fork_in_child() -> None:

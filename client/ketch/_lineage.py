@@ -26,6 +26,7 @@ import grpc
 from ketch import errors
 from ketch._transport import Transport
 from ketch._types import RunRecord
+from ketch._wire import user
 from ketch.api.v1 import lineage_pb2, lineage_pb2_grpc
 
 __all__ = [
@@ -395,15 +396,6 @@ class LineageMethods:
             step=step,
             display_name=name or "",
             request_id=request_id or uuid.uuid4().hex,
-            user=_user(),
+            user=user(),
         )
         return RunRecord._from_proto(self._lineage_call("ForkRun", req, retries=3))
-
-
-def _user() -> str:
-    try:
-        import getpass
-
-        return getpass.getuser()
-    except (ImportError, KeyError, OSError):
-        return ""

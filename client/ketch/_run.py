@@ -10,7 +10,6 @@ never dropped silently.
 
 from __future__ import annotations
 
-import array
 import base64
 import collections
 import logging
@@ -19,49 +18,28 @@ import numbers
 import os
 import pathlib
 import re
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import timestamp_pb2
-
-from ketch import _distributed, _lifecycle, _repro, _spool, _system, errors
+from ketch import _distributed, _lifecycle, _repro, _spool, _system, _wire, errors
 from ketch._client import Client, _param_str
 from ketch._config import resolve_mode
 from ketch._sinks import DeferredSink, OfflineSink, OnlineSink
 from ketch._stream import points
 from ketch._types import RunRecord
-from ketch.api.v1 import common_pb2, tracking_pb2
 
 __all__ = ["Run", "active_run", "finish", "init", "log", "log_params", "set_seed", "set_tags"]
 
 log_ = logging.getLogger("ketch")
 
-_MAX_KEYS_PER_BATCH = 1_000
-_MAX_POINTS_PER_BATCH = 100_000
 _STATES = {"RUNNING": 1, "FINISHED": 2, "FAILED": 3, "KILLED": 4}
 _KEY = re.compile(r"^[A-Za-z0-9_\-. /:@=+]{1,250}$")
 
 _active: Run | None = None
 _active_lock = threading.Lock()
-
-
-class _Columns:
-    """Column buffers of pending points: key index, step, timestamp (ms), value."""
-
-    __slots__ = ("key_index", "steps", "timestamps", "values")
-
-    def __init__(self) -> None:
-        self.key_index = array.array("I")
-        self.steps = array.array("q")
-        self.timestamps = array.array("q")
-        self.values = array.array("d")
-
-    def __len__(self) -> int:
-        return len(self.values)
 
 
 class Run:
@@ -100,7 +78,7 @@ class Run:
         self._finish_timeout = finish_timeout
         self._keys: dict[str, int] = {}
         self._key_list: list[str] = []
-        self._buf = _Columns()
+        self._buf = _wire.Columns()
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -304,9 +282,9 @@ class Run:
 
     # ------------------------------------------------------------- sending
 
-    def _take(self) -> tuple[list[str], _Columns]:
+    def _take(self) -> tuple[list[str], _wire.Columns]:
         with self._lock:
-            buf, self._buf = self._buf, _Columns()
+            buf, self._buf = self._buf, _wire.Columns()
             self._room.notify_all()
             return list(self._key_list), buf
 
@@ -320,8 +298,8 @@ class Run:
             if self._finished:
                 return
 
-    def _send(self, keys: list[str], buf: _Columns) -> None:
-        for batch in _batches(keys, buf):
+    def _send(self, keys: list[str], buf: _wire.Columns) -> None:
+        for batch in _wire.batches(keys, buf):
             if not self._sink.send(batch):  # type: ignore[union-attr]
                 self.dropped_points += points(batch)
 
@@ -399,55 +377,6 @@ class Run:
 
 
 # ------------------------------------------------------------------ batching
-
-
-def _batches(keys: list[str], buf: _Columns):
-    """Columnar MetricBatch messages within the per-batch point and key limits.
-
-    Columns travel raw (little-endian arrays in the ``*_le`` fields): a memory copy
-    per column, no Python object per point.
-    """
-    n = len(buf)
-    if len(keys) <= _MAX_KEYS_PER_BATCH:
-        for lo in range(0, n, _MAX_POINTS_PER_BATCH):
-            hi = lo + _MAX_POINTS_PER_BATCH
-            yield _raw_batch(keys, buf.key_index[lo:hi], buf, lo, hi)
-        return
-    # Many keys: re-index per batch so each batch carries only the keys it uses.
-    lo = 0
-    while lo < n:
-        local: dict[int, int] = {}
-        used: list[str] = []
-        index = array.array("I")
-        hi = lo
-        while hi < n and hi - lo < _MAX_POINTS_PER_BATCH:
-            k = buf.key_index[hi]
-            if k not in local:
-                if len(local) == _MAX_KEYS_PER_BATCH:
-                    break
-                local[k] = len(local)
-                used.append(keys[k])
-            index.append(local[k])
-            hi += 1
-        yield _raw_batch(used, index, buf, lo, hi)
-        lo = hi
-
-
-def _raw_batch(keys: list[str], key_index: array.array, buf: _Columns, lo: int, hi: int):
-    return common_pb2.MetricBatch(
-        keys=keys,
-        key_index_le=_le(key_index),
-        steps_le=_le(buf.steps[lo:hi]),
-        timestamps_ms_le=_le(buf.timestamps[lo:hi]),
-        values_le=_le(buf.values[lo:hi]),
-    )
-
-
-def _le(column: array.array) -> bytes:
-    if sys.byteorder == "big":
-        column = array.array(column.typecode, column)
-        column.byteswap()
-    return column.tobytes()
 
 
 def _integral_step(step: Any) -> int:
@@ -617,20 +546,15 @@ def _offline_run(experiment, request, uri, root, options, upload: bool = False) 
     return Run(None, sink, run_id=f"offline-{spool.directory.name}", **options)
 
 
-def _create_request(name, config, tags, parent, capture) -> tracking_pb2.CreateRunRequest:
+def _create_request(name, config, tags, parent, capture):
     parent_id = parent.id if isinstance(parent, Run) else parent or ""
-    req = tracking_pb2.CreateRunRequest(
-        display_name=name or "",
-        parent_run=f"runs/{parent_id}" if parent_id else "",
-        user=_user(),
+    return _wire.create_run_request(
+        name=name or "",
         params=_flatten(config or {}),
         tags={k: str(v) for k, v in (tags or {}).items()},
-        request_id=uuid.uuid4().hex,
-        start_time=_now_pb(),
+        parent_id=parent_id,
+        capture_environment=capture,
     )
-    if capture:
-        _fill_environment(req)
-    return req
 
 
 def _create(client: Client, experiment: str, request, topology) -> RunRecord:
@@ -668,54 +592,6 @@ def _resume(client: Client, run_id: str) -> RunRecord:
     if record.state != "RUNNING":
         record = client.set_terminated(record.id, "RUNNING")
     return record
-
-
-def _fill_environment(req: tracking_pb2.CreateRunRequest) -> None:
-    src = _repro.collect_source()
-    env = _repro.collect_environment()
-    req.source.CopyFrom(
-        tracking_pb2.RunSource(
-            git_commit=src.git_commit,
-            git_branch=src.git_branch,
-            git_dirty=src.git_dirty,
-            git_remote=src.git_remote,
-            entry_point=src.entry_point,
-            argv=list(src.argv),
-        )
-    )
-    req.environment.CopyFrom(
-        tracking_pb2.RunEnvironment(
-            python_version=env.python_version,
-            platform=env.platform,
-            hostname=env.hostname,
-            cpu_count=env.cpu_count,
-            packages=list(env.packages),
-            gpus=[
-                tracking_pb2.GpuInfo(
-                    name=g.name, memory_total_bytes=g.memory_total_bytes, uuid=g.uuid
-                )
-                for g in env.gpus
-            ],
-            gpu_driver_version=env.gpu_driver_version,
-            cuda_version=env.cuda_version,
-            seed=env.seed,
-        )
-    )
-
-
-def _user() -> str:
-    try:
-        import getpass
-
-        return getpass.getuser()
-    except (ImportError, KeyError, OSError):
-        return ""
-
-
-def _now_pb() -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromMilliseconds(int(time.time() * 1000))
-    return ts
 
 
 def active_run() -> Run | None:

@@ -41,3 +41,28 @@ def test_generated_types_only_at_the_edges():
 def test_store_raises_no_grpc():
     for path in (SERVER / "store").rglob("*.py"):
         assert not {n for n in _imports(path) if n.startswith("grpc")}, path
+
+
+# The SDK's wire side: the transport, the clients of each service, streaming,
+# spooling and syncing. The run handle, records, CLI and integrations stay free
+# of generated types.
+SDK_WIRE = {
+    "_transport.py",
+    "_client.py",
+    "_artifacts.py",
+    "_lineage.py",
+    "_stream.py",
+    "_sinks.py",
+    "_sync.py",
+    "_wire.py",
+    "errors.py",
+}
+
+
+def test_sdk_generated_types_only_on_the_wire_side():
+    sdk = ROOT / "client" / "ketch"
+    for path in sdk.glob("*.py"):
+        if path.name in SDK_WIRE:
+            continue
+        bad = {n for n in _imports(path) if "_pb2" in n}
+        assert not bad, f"client/ketch/{path.name} imports generated types {bad}"
