@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -157,11 +159,28 @@ class S3BlobStore:
             resp.release_conn()
 
     def digest(self, key: str) -> tuple[int, str]:
-        h = hashlib.sha256()
-        size = 0
-        for chunk in self.open_read(key, chunk_bytes=8 << 20):
+        """(size, sha256) of a stored object, read back once. A reader thread keeps the
+        next chunks coming while this one hashes (both release the GIL), so the pass
+        takes about as long as the slower of the two rather than their sum."""
+        chunks: queue.Queue = queue.Queue(maxsize=4)
+
+        def read() -> None:
+            try:
+                for chunk in self.open_read(key, chunk_bytes=8 << 20):
+                    chunks.put(chunk)
+                chunks.put(None)
+            except BaseException as exc:
+                chunks.put(exc)
+
+        reader = threading.Thread(target=read, name="ketch-s3-digest", daemon=True)
+        reader.start()
+        h, size = hashlib.sha256(), 0
+        while (chunk := chunks.get()) is not None:
+            if isinstance(chunk, BaseException):
+                raise chunk
             h.update(chunk)
             size += len(chunk)
+        reader.join()
         return size, h.hexdigest()
 
     def delete(self, key: str) -> None:
