@@ -119,27 +119,19 @@ class ArtifactTransfer:
 
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
-        self._lock = threading.Lock()
-        self._stub: artifacts_pb2_grpc.ArtifactServiceStub | None = None
-        self._pid: int | None = None
 
     @property
     def stub(self) -> artifacts_pb2_grpc.ArtifactServiceStub:
-        with self._lock:
-            if self._stub is None or self._pid != os.getpid():
-                self._stub = artifacts_pb2_grpc.ArtifactServiceStub(self._transport.channel)
-                self._pid = os.getpid()
-            return self._stub
+        return self._transport.stub_for(artifacts_pb2_grpc.ArtifactServiceStub)
 
     def _call(self, method: str, request: Any, *, retries: int = 0, timeout: float | None = None):
-        fn = getattr(self.stub, method)
-        for attempt in range(retries + 1):
-            try:
-                return fn(request, timeout=timeout or self._transport.timeout)
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == retries:
-                    raise errors.from_rpc_error(err) from None
-        raise AssertionError("unreachable")
+        return self._transport.call(
+            method,
+            request,
+            retries=retries,
+            timeout=timeout,
+            service=artifacts_pb2_grpc.ArtifactServiceStub,
+        )
 
     # ----------------------------------------------------------------- upload
 
@@ -246,16 +238,15 @@ class ArtifactTransfer:
     # --------------------------------------------------------------- download
 
     def list(self, run_id: str, prefix: str = "", page_size: int = 0) -> Iterator[ArtifactInfo]:
-        token = ""
-        while True:
-            req = artifacts_pb2.ListArtifactsRequest(
+        pages = self._transport.pages(
+            "ListArtifacts",
+            lambda token: artifacts_pb2.ListArtifactsRequest(
                 run=_run_name(run_id), path_prefix=prefix, page_size=page_size, page_token=token
-            )
-            resp = self._call("ListArtifacts", req, retries=3)
+            ),
+            service=artifacts_pb2_grpc.ArtifactServiceStub,
+        )
+        for resp in pages:
             yield from (ArtifactInfo._from_proto(a) for a in resp.artifacts)
-            token = resp.next_page_token
-            if not token:
-                return
 
     def get(self, run_id: str, path: str) -> ArtifactInfo:
         req = artifacts_pb2.GetArtifactRequest(run=_run_name(run_id), path=path)

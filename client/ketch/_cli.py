@@ -301,9 +301,9 @@ def _sqlite_file(url: str) -> pathlib.Path | None:
 
 
 def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
+    from ketch_server.store.engine import redact_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    return redact_url(url)
 
 
 # ------------------------------------------------------------ experiments

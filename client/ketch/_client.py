@@ -107,16 +107,14 @@ class Client(ArtifactMethods, LineageMethods):
 
     def list_experiments(self, *, view: str = "active", page_size: int = 0) -> Iterator[Experiment]:
         """Iterate experiments (oldest first), fetching pages lazily."""
-        token = ""
-        while True:
-            req = tracking_pb2.ListExperimentsRequest(
+        pages = self._transport.pages(
+            "ListExperiments",
+            lambda token: tracking_pb2.ListExperimentsRequest(
                 page_size=page_size, page_token=token, view=_view(view)
-            )
-            resp = self._transport.call("ListExperiments", req, retries=3)
+            ),
+        )
+        for resp in pages:
             yield from (Experiment._from_proto(e) for e in resp.experiments)
-            token = resp.next_page_token
-            if not token:
-                return
 
     def delete_experiment(self, experiment_id: str) -> None:
         req = tracking_pb2.DeleteExperimentRequest(name=_experiment_name(experiment_id))
@@ -157,21 +155,20 @@ class Client(ArtifactMethods, LineageMethods):
             if exp is None:
                 raise errors.NotFound(f"no experiment named {exp_name!r}")
             names.append(_experiment_name(exp.id))
-        token = ""
-        while True:
-            req = tracking_pb2.SearchRunsRequest(
+        view_type = _view(view)
+        pages = self._transport.pages(
+            "SearchRuns",
+            lambda token: tracking_pb2.SearchRunsRequest(
                 experiments=names,
                 filter=filter,
                 order_by=list(order_by),
                 page_size=page_size,
                 page_token=token,
-                view=_view(view),
-            )
-            resp = self._transport.call("SearchRuns", req, retries=3)
+                view=view_type,
+            ),
+        )
+        for resp in pages:
             yield from (RunRecord._from_proto(r) for r in resp.runs)
-            token = resp.next_page_token
-            if not token:
-                return
 
     def search_runs(
         self,

@@ -14,14 +14,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
-import threading
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-import grpc
 
 from ketch import errors
 from ketch._transport import Transport
@@ -280,24 +275,9 @@ class LineageMethods:
     _transport: Transport
 
     def _lineage_call(self, method: str, request: Any, *, retries: int = 0) -> Any:
-        stub = self._lineage_stub()
-        for attempt in range(retries + 1):
-            try:
-                return getattr(stub, method)(request, timeout=self._transport.timeout)
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == retries:
-                    raise errors.from_rpc_error(err) from None
-                time.sleep(min(0.2 * 2**attempt, 5.0))
-        raise AssertionError("unreachable")
-
-    def _lineage_stub(self) -> lineage_pb2_grpc.LineageServiceStub:
-        lock = self.__dict__.setdefault("_lineage_lock", threading.Lock())
-        with lock:
-            pid, stub = self.__dict__.get("_lineage_stub_pid", (None, None))
-            if stub is None or pid != os.getpid():
-                stub = lineage_pb2_grpc.LineageServiceStub(self._transport.channel)
-                self.__dict__["_lineage_stub_pid"] = (os.getpid(), stub)
-            return stub
+        return self._transport.call(
+            method, request, retries=retries, service=lineage_pb2_grpc.LineageServiceStub
+        )
 
     # ------------------------------------------------------------ datasets
 

@@ -42,34 +42,49 @@ class Transport:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._channel: grpc.Channel | None = None
-        self._stub: tracking_pb2_grpc.TrackingServiceStub | None = None
+        self._stubs: dict[type, Any] = {}
 
-    @property
-    def stub(self) -> tracking_pb2_grpc.TrackingServiceStub:
+    def stub_for(self, stub_class: type[T]) -> T:
+        """This process's stub of a service (channel and stubs made on first use, and
+        again in a forked child)."""
         with self._lock:
-            if self._stub is None or self._pid != os.getpid():
+            if self._channel is None or self._pid != os.getpid():
                 if self.endpoint.secure:
                     creds = grpc.ssl_channel_credentials()
                     self._channel = grpc.secure_channel(self.endpoint.target, creds, _OPTIONS)
                 else:
                     self._channel = grpc.insecure_channel(self.endpoint.target, _OPTIONS)
-                self._stub = tracking_pb2_grpc.TrackingServiceStub(self._channel)
                 self._pid = os.getpid()
-            return self._stub
+                self._stubs = {}
+            stub = self._stubs.get(stub_class)
+            if stub is None:
+                stub = self._stubs[stub_class] = stub_class(self._channel)
+            return stub
+
+    @property
+    def stub(self) -> tracking_pb2_grpc.TrackingServiceStub:
+        return self.stub_for(tracking_pb2_grpc.TrackingServiceStub)
 
     @property
     def channel(self) -> grpc.Channel:
-        """This process's channel (created on first use), for the other services' stubs."""
+        """This process's channel (created on first use)."""
         _ = self.stub
         assert self._channel is not None
         return self._channel
 
-    def call(self, method: str, request: Any, *, retries: int = 0, timeout: float | None = None):
-        """Call a unary method; retry UNAVAILABLE ``retries`` times with backoff.
-
-        Only pass ``retries`` for idempotent calls (reads, creates with request_id).
+    def call(
+        self,
+        method: str,
+        request: Any,
+        *,
+        retries: int = 0,
+        timeout: float | None = None,
+        service: type = tracking_pb2_grpc.TrackingServiceStub,
+    ):
+        """Call a unary method of ``service``; retry UNAVAILABLE ``retries`` times with
+        backoff. Only pass ``retries`` for idempotent calls (reads, creates with request_id).
         """
-        fn: Callable[..., Any] = getattr(self.stub, method)
+        fn: Callable[..., Any] = getattr(self.stub_for(service), method)
         for attempt in range(retries + 1):
             try:
                 return fn(request, timeout=timeout or self.timeout)
@@ -78,6 +93,23 @@ class Transport:
                     raise errors.from_rpc_error(err) from None
                 time.sleep(min(0.2 * 2**attempt, 5.0))
         raise AssertionError("unreachable")
+
+    def pages(
+        self, method: str, make_request: Callable[[str], Any], *, service: type | None = None
+    ) -> Iterator[Any]:
+        """Every page of a paginated read: ``make_request(page_token)`` builds each request."""
+        token = ""
+        while True:
+            resp = self.call(
+                method,
+                make_request(token),
+                retries=3,
+                service=service or tracking_pb2_grpc.TrackingServiceStub,
+            )
+            yield resp
+            token = resp.next_page_token
+            if not token:
+                return
 
     def stream(self, method: str, request: Any, *, timeout: float | None = None) -> Iterator[Any]:
         """Iterate a server-streaming method, translating errors."""
@@ -90,4 +122,5 @@ class Transport:
         with self._lock:
             if self._channel is not None and self._pid == os.getpid():
                 self._channel.close()
-            self._channel = self._stub = None
+            self._channel = None
+            self._stubs = {}

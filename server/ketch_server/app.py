@@ -36,7 +36,7 @@ from ketch_server.services.lineage import LineageService
 from ketch_server.services.tracking import TrackingService
 from ketch_server.settings import Settings
 from ketch_server.store.artifacts import ArtifactStore
-from ketch_server.store.engine import create_engine, upgrade_schema
+from ketch_server.store.engine import create_engine, redact_url, upgrade_schema
 from ketch_server.store.lineage import LineageStore
 from ketch_server.store.tracking import TrackingStore
 
@@ -107,7 +107,7 @@ class KetchServer:
             "ketch server listening",
             extra={
                 "address": self.address,
-                "database": _redact(self.settings.database_url),
+                "database": redact_url(self.settings.database_url),
                 "version": __version__,
             },
         )
@@ -155,12 +155,6 @@ class KetchServer:
             if ok and not was_ok:
                 log.info("database reachable again; health is SERVING")
             was_ok = ok
-
-
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 async def build_server(settings: Settings) -> KetchServer:

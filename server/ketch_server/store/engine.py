@@ -54,6 +54,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def redact_url(url: str) -> str:
+    """A database URL fit for logs and messages: the password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def dialect_of(engine: AsyncEngine) -> str:
     return engine.dialect.name
 
