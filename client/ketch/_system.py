@@ -6,7 +6,7 @@
 * ``system/cpu.percent``: machine-wide CPU utilisation between two samples,
   0..100 (100 means every CPU busy).
 * ``system/process.cpu_percent``: CPU time of this process over wall time,
-  0..100*ncpu (100 means one core's worth).
+  0..100*ncpu (100 means one core's worth), over at least 20 ms.
 * ``system/memory.used_bytes``, ``system/memory.available_bytes``,
   ``system/memory.percent``: used = total - available.
 * ``system/process.rss_bytes``: resident set size of this process.
@@ -94,6 +94,14 @@ def _import_optional(name: str) -> Any:
         return importlib.import_module(name)
     except Exception:  # ImportError, or a broken install raising anything else
         return None
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _read_proc_cpu() -> tuple[float, float]:
@@ -314,11 +322,37 @@ class SystemSampler:
     def _sample_process_cpu(self, values: dict[str, float]) -> None:
         cpu, wall = time.process_time(), time.monotonic()
         prev = self._proc_prev
-        if prev is not None and wall > prev[1] and cpu >= prev[0]:
-            self._proc_last = max(0.0, 100.0 * (cpu - prev[0]) / (wall - prev[1]))
+        percent: float | None = None
+        if prev is not None and wall - prev[1] >= _MIN_CPU_WINDOW and cpu >= prev[0]:
+            percent = 100.0 * (cpu - prev[0]) / (wall - prev[1])
             self._proc_prev = (cpu, wall)
-        if self._proc_last is not None:
-            values[_PREFIX + "process.cpu_percent"] = self._proc_last
+        elif self._proc_last is not None:
+            # Other threads' CPU time reaches the process clock at the scheduler's
+            # tick, so a window of microseconds can read several cores' worth.
+            percent = self._proc_last
+        else:
+            age = self._process_age()
+            if age is not None and age >= _MIN_CPU_WINDOW:
+                percent = 100.0 * cpu / age  # average since the process started
+        if percent is not None:
+            percent = min(max(percent, 0.0), 100.0 * _usable_cpus())
+            self._proc_last = percent
+            values[_PREFIX + "process.cpu_percent"] = percent
+
+    def _process_age(self) -> float | None:
+        """Seconds since this process started, or None when unknown."""
+        if self._process is not None:
+            return max(time.time() - float(self._process.create_time()), 0.0)
+        try:
+            with open("/proc/self/stat", "rb") as f:
+                stat = f.read()
+            with open("/proc/uptime", "rb") as f:
+                uptime = float(f.read().split()[0])
+        except OSError:
+            return None
+        # The command name (field 2) may hold spaces; fields after it are plain.
+        start_ticks = int(stat.rsplit(b")", 1)[1].split()[19])
+        return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
 
     def _sample_memory(self, values: dict[str, float]) -> None:
         if self._psutil is not None:

@@ -99,6 +99,34 @@ def test_proc_readers_without_psutil(monkeypatch: pytest.MonkeyPatch) -> None:
     assert 0.0 <= values["system/cpu.percent"] <= 100.0
 
 
+def test_process_cpu_ignores_windows_shorter_than_the_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Other threads' CPU time reaches the process clock in scheduler ticks: a
+    # window of microseconds can see 10 ms of CPU land at once (CI read 381% on
+    # two cores). Such windows must not produce a reading, and none exceeds the
+    # CPUs this process may use.
+    clock = {"cpu": 5.0, "wall": 1000.0}
+    fake_time = types.SimpleNamespace(
+        process_time=lambda: clock["cpu"],
+        monotonic=lambda: clock["wall"],
+        time=time.time,
+        sleep=time.sleep,
+    )
+    monkeypatch.setattr(_system, "time", fake_time)
+    sampler = SystemSampler(lambda values, step: None, gpu=False)
+    clock["cpu"] += 0.5
+    clock["wall"] += 1.0
+    assert sampler.sample()["system/process.cpu_percent"] == pytest.approx(50.0)
+    clock["cpu"] += 0.01  # a tick of another thread's time, 5 µs later
+    clock["wall"] += 0.000005
+    assert sampler.sample()["system/process.cpu_percent"] == pytest.approx(50.0)
+    clock["cpu"] += 1000.0  # impossible: more CPU than wall time on every core
+    clock["wall"] += 1.0
+    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else NCPU
+    assert sampler.sample()["system/process.cpu_percent"] == pytest.approx(100.0 * ncpu)
+
+
 def test_cpu_percent_rises_under_load() -> None:
     sampler = SystemSampler(lambda values, step: None, gpu=False)
     sampler.sample()
