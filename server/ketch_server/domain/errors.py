@@ -15,7 +15,9 @@ Tree::
     ├── Aborted              etag mismatch or a lost race; retry after re-reading
     ├── OutOfRange           a sequence or range outside what is allowed
     ├── ResourceExhausted    an explicit limit was exceeded; names the limit
-    └── Unavailable          a dependency (the database) cannot be reached
+    ├── Unavailable          a dependency (the database) cannot be reached
+    ├── Unauthenticated      no credentials, or credentials that are not valid
+    └── PermissionDenied     the caller is known but may not do this
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ __all__ = [
     "NotFound",
     "OutOfRange",
     "ParamConflict",
+    "PermissionDenied",
     "ResourceExhausted",
+    "Unauthenticated",
     "Unavailable",
 ]
 
@@ -112,3 +116,15 @@ class ResourceExhausted(KetchError):
 
 class Unavailable(KetchError):
     default_reason = "UNAVAILABLE"
+
+
+class Unauthenticated(KetchError):
+    """The call carries no credentials, or ones the server does not accept."""
+
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(KetchError):
+    """The caller is authenticated but not allowed to do this (role, self-approval...)."""
+
+    default_reason = "PERMISSION_DENIED"

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ketch_server.domain.artifacts import Artifact, BlobRef, PendingUpload
 from ketch_server.domain.errors import AlreadyExists, NotFound
+from ketch_server.domain.identity import current_principal
 from ketch_server.domain.models import Page
 from ketch_server.domain.pagination import decode_token, encode_token, fingerprint
 from ketch_server.store.base import SqlStore, now_ms
@@ -169,6 +170,7 @@ class ArtifactStore(SqlStore):
             "sha256": blob.sha256,
             "size": blob.size,
             "create_time": now_ms(),
+            "created_by": current_principal().name,
         }
         await conn.execute(self._insert(artifacts).values(row).on_conflict_do_nothing())
         stored = (

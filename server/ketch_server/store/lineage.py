@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ketch_server.domain import metrics as chunks
 from ketch_server.domain.errors import FailedPrecondition, NotFound, OutOfRange, ResourceExhausted
+from ketch_server.domain.identity import current_principal
 from ketch_server.domain.ids import new_id
 from ketch_server.domain.lineage import (
     LIMITS,
@@ -138,6 +139,7 @@ class LineageStore(TrackingStore):
                     "source": d.source,
                     "schema_json": d.schema,
                     "num_rows": d.num_rows,
+                    "created_by": current_principal().name,
                     "create_time": now_ms(),
                 }
             ],
@@ -207,7 +209,8 @@ class LineageStore(TrackingStore):
         stmt = self._insert(lineage_edges).on_conflict_do_nothing(
             index_elements=[lineage_edges.c[name] for name in _EDGE_KEY]
         )
-        await conn.execute(stmt, rows)
+        actor = current_principal().name
+        await conn.execute(stmt, [{**row, "created_by": actor} for row in rows])
 
     # ---------------------------------------------------------------- graph
 
@@ -444,28 +447,34 @@ class LineageStore(TrackingStore):
             "source": src["source"],
             "environment": src["environment"],
             "revision": 1,
+            "created_by": current_principal().name,
         }
         await conn.execute(runs.insert().values(row))
 
     async def _copy_params_and_tags(self, conn, source_id: str, fork_id: str, step: int) -> None:
         await conn.execute(
             params.insert().from_select(
-                ["run_id", "key", "value"],
-                select(literal(fork_id, String), params.c.key, params.c.value).where(
-                    params.c.run_id == source_id
-                ),
+                ["run_id", "key", "value", "created_by"],
+                select(
+                    literal(fork_id, String), params.c.key, params.c.value, params.c.created_by
+                ).where(params.c.run_id == source_id),
             )
         )
         await conn.execute(
             tags.insert().from_select(
-                ["run_id", "key", "value"],
-                select(literal(fork_id, String), tags.c.key, tags.c.value).where(
+                ["run_id", "key", "value", "updated_by"],
+                select(literal(fork_id, String), tags.c.key, tags.c.value, tags.c.updated_by).where(
                     tags.c.run_id == source_id, ~tags.c.key.startswith(SYSTEM_TAG_PREFIX)
                 ),
             )
         )
         await conn.execute(
-            tags.insert().values(run_id=fork_id, key=FORK_TAG, value=f"runs/{source_id}@{step}")
+            tags.insert().values(
+                run_id=fork_id,
+                key=FORK_TAG,
+                value=f"runs/{source_id}@{step}",
+                updated_by=current_principal().name,
+            )
         )
 
     async def _copy_keys(self, conn, source_id: str, fork_id: str, step: int) -> dict[int, int]:

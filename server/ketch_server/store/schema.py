@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "api_tokens",
     "artifacts",
     "blobs",
     "datasets",
@@ -34,6 +35,7 @@ __all__ = [
     "metric_keys",
     "metric_summaries",
     "params",
+    "principals",
     "runs",
     "stream_cursors",
     "tags",
@@ -64,6 +66,7 @@ experiments = Table(
     Column("update_time", BigInteger, nullable=False),
     Column("delete_time", BigInteger),
     Column("revision", Integer, nullable=False),
+    Column("created_by", String(128)),  # principal name; NULL before revision 0006
 )
 
 runs = Table(
@@ -84,6 +87,7 @@ runs = Table(
     Column("source", Text, nullable=False),
     Column("environment", Text, nullable=False),
     Column("revision", Integer, nullable=False),
+    Column("created_by", String(128)),  # principal name; NULL before revision 0006
     Index(None, "experiment_id", "start_time"),
     Index(None, "parent_run_id"),
 )
@@ -94,6 +98,7 @@ params = Table(
     Column("run_id", ID, ForeignKey("runs.id"), primary_key=True),
     Column("key", String(250), primary_key=True),
     Column("value", Text, nullable=False),
+    Column("created_by", String(128)),
 )
 
 tags = Table(
@@ -102,6 +107,7 @@ tags = Table(
     Column("run_id", ID, ForeignKey("runs.id"), primary_key=True),
     Column("key", String(250), primary_key=True),
     Column("value", Text, nullable=False),
+    Column("updated_by", String(128)),
 )
 
 metric_keys = Table(
@@ -154,6 +160,7 @@ stream_cursors = Table(
     Column("host", String(256), nullable=False),
     Column("points", BigInteger, nullable=False),
     Column("update_time", BigInteger, nullable=False),
+    Column("principal", String(128)),
 )
 
 # ------------------------------------------------------------------ lineage (0005)
@@ -168,6 +175,7 @@ datasets = Table(
     Column("schema_json", Text, nullable=False),
     Column("num_rows", BigInteger),
     Column("create_time", BigInteger, nullable=False),
+    Column("created_by", String(128)),
     UniqueConstraint("display_name", "digest"),
 )
 
@@ -187,6 +195,7 @@ lineage_edges = Table(
     Column("context", String(128), nullable=False),
     Column("step", BigInteger),
     Column("create_time", BigInteger, nullable=False),
+    Column("created_by", String(128)),
     UniqueConstraint(
         "upstream_kind",
         "upstream_ref",
@@ -218,6 +227,7 @@ artifacts = Table(
     Column("sha256", String(64), ForeignKey("blobs.sha256"), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("create_time", BigInteger, nullable=False),
+    Column("created_by", String(128)),
     Index(None, "sha256"),
 )
 
@@ -236,4 +246,34 @@ uploads = Table(
     Column("create_time", BigInteger, nullable=False),
     Column("expire_time", BigInteger, nullable=False),
     Index(None, "expire_time"),
+)
+
+# ------------------------------------------------------------------ identity (0006)
+
+principals = Table(
+    "principals",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    # The role of calls authenticated by this principal's client certificate (mTLS);
+    # token calls carry the token's own role.
+    Column("role", String(16), nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Column("created_by", String(128), nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("principal", String(128), ForeignKey("principals.name"), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("description", String(512), nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("expire_time", BigInteger),
+    Column("revoke_time", BigInteger),
+    Column("last_used_time", BigInteger),
+    Index(None, "principal"),
 )

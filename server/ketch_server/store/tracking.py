@@ -35,6 +35,7 @@ from ketch_server.domain.errors import (
     ParamConflict,
 )
 from ketch_server.domain.filters import Node, OrderKey
+from ketch_server.domain.identity import current_principal
 from ketch_server.domain.ids import new_id
 from ketch_server.domain.models import (
     Experiment,
@@ -84,6 +85,7 @@ class TrackingStore(SqlStore):
             "update_time": now,
             "delete_time": None,
             "revision": 1,
+            "created_by": current_principal().name,
         }
         try:
             async with self._tx() as conn:
@@ -202,6 +204,7 @@ class TrackingStore(SqlStore):
             "source": json.dumps(dataclasses.asdict(source)),
             "environment": json.dumps(dataclasses.asdict(environment)),
             "revision": 1,
+            "created_by": current_principal().name,
         }
         try:
             async with self._tx() as conn:
@@ -219,12 +222,28 @@ class TrackingStore(SqlStore):
                 if params_:
                     await conn.execute(
                         params.insert(),
-                        [{"run_id": run_id, "key": k, "value": v} for k, v in params_.items()],
+                        [
+                            {
+                                "run_id": run_id,
+                                "key": k,
+                                "value": v,
+                                "created_by": row["created_by"],
+                            }
+                            for k, v in params_.items()
+                        ],
                     )
                 if tags_:
                     await conn.execute(
                         tags.insert(),
-                        [{"run_id": run_id, "key": k, "value": v} for k, v in tags_.items()],
+                        [
+                            {
+                                "run_id": run_id,
+                                "key": k,
+                                "value": v,
+                                "updated_by": row["created_by"],
+                            }
+                            for k, v in tags_.items()
+                        ],
                     )
                 return await self._load_run(conn, run_id)
         except IntegrityError:
@@ -371,8 +390,9 @@ class TrackingStore(SqlStore):
             for key, value in values.items():
                 if key in stored and stored[key] != value:
                     raise ParamConflict(f"runs/{run_id}", key, stored[key], value)
+            actor = current_principal().name
             fresh = [
-                {"run_id": run_id, "key": k, "value": v}
+                {"run_id": run_id, "key": k, "value": v, "created_by": actor}
                 for k, v in values.items()
                 if k not in stored
             ]
@@ -392,10 +412,16 @@ class TrackingStore(SqlStore):
             await self._writable_run(conn, run_id)
             stmt = self._insert(tags)
             stmt = stmt.on_conflict_do_update(
-                index_elements=[tags.c.run_id, tags.c.key], set_={"value": stmt.excluded.value}
+                index_elements=[tags.c.run_id, tags.c.key],
+                set_={"value": stmt.excluded.value, "updated_by": stmt.excluded.updated_by},
             )
+            actor = current_principal().name
             await conn.execute(
-                stmt, [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()]
+                stmt,
+                [
+                    {"run_id": run_id, "key": k, "value": v, "updated_by": actor}
+                    for k, v in values.items()
+                ],
             )
 
     async def delete_tag(self, run_id: str, key: str) -> None:
@@ -432,6 +458,7 @@ class TrackingStore(SqlStore):
                 "host": host,
                 "points": 0,
                 "update_time": now_ms(),
+                "principal": current_principal().name,
             }
             await conn.execute(stmt, [row])
             cursor = stream_cursors.c

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from ketch.api.v1 import auth_pb2 as ketch_dot_api_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cketch/api/v1/artifacts.proto\x12\x0cketch.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x01\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\nUploadPart\x12\x13\n\x0bpart_number\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0b\n\x03url\x18\x04 \x01(\t\"\xb6\x01\n\nUploadPlan\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12&\n\x04mode\x18\x02 \x01(\x0e\x32\x18.ketch.api.v1.UploadMode\x12\'\n\x05parts\x18\x03 \x03(\x0b\x32\x18.ketch.api.v1.UploadPart\x12\x13\n\x0b\x63hunk_bytes\x18\x04 \x01(\x03\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x12\x42\x65ginUploadRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x7f\n\x13\x42\x65ginUploadResponse\x12\x16\n\x0e\x61lready_stored\x18\x01 \x01(\x08\x12(\n\x08\x61rtifact\x18\x02 \x01(\x0b\x32\x16.ketch.api.v1.Artifact\x12&\n\x04plan\x18\x03 \x01(\x0b\x32\x18.ketch.api.v1.UploadPlan\"6\n\x13UploadChunksRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\">\n\x14UploadChunksResponse\x12\x16\n\x0ereceived_bytes\x18\x01 \x01(\x03\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"2\n\rCompletedPart\x12\x13\n\x0bpart_number\x18\x01 \x01(\x05\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"T\n\x13\x43ommitUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12*\n\x05parts\x18\x02 \x03(\x0b\x32\x1b.ketch.api.v1.CompletedPart\"\'\n\x12\x41\x62ortUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"\x15\n\x13\x41\x62ortUploadResponse\"/\n\x12GetArtifactRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"_\n\x14ListArtifactsRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x13\n\x0bpath_prefix\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x15ListArtifactsResponse\x12)\n\tartifacts\x18\x01 \x03(\x0b\x32\x16.ketch.api.v1.Artifact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x17\x44ownloadArtifactRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"\x97\x01\n\x18\x44ownloadArtifactResponse\x12(\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x16.ketch.api.v1.Artifact\x12\x0b\n\x03url\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63hunk_bytes\x18\x04 \x01(\x03\"@\n\x13ReadArtifactRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"$\n\x14ReadArtifactResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c*\\\n\nUploadMode\x12\x1b\n\x17UPLOAD_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12UPLOAD_MODE_STREAM\x10\x01\x12\x19\n\x15UPLOAD_MODE_PRESIGNED\x10\x02\x32\xbc\x05\n\x0f\x41rtifactService\x12R\n\x0b\x42\x65ginUpload\x12 .ketch.api.v1.BeginUploadRequest\x1a!.ketch.api.v1.BeginUploadResponse\x12W\n\x0cUploadChunks\x12!.ketch.api.v1.UploadChunksRequest\x1a\".ketch.api.v1.UploadChunksResponse(\x01\x12I\n\x0c\x43ommitUpload\x12!.ketch.api.v1.CommitUploadRequest\x1a\x16.ketch.api.v1.Artifact\x12R\n\x0b\x41\x62ortUpload\x12 .ketch.api.v1.AbortUploadRequest\x1a!.ketch.api.v1.AbortUploadResponse\x12G\n\x0bGetArtifact\x12 .ketch.api.v1.GetArtifactRequest\x1a\x16.ketch.api.v1.Artifact\x12X\n\rListArtifacts\x12\".ketch.api.v1.ListArtifactsRequest\x1a#.ketch.api.v1.ListArtifactsResponse\x12\x61\n\x10\x44ownloadArtifact\x12%.ketch.api.v1.DownloadArtifactRequest\x1a&.ketch.api.v1.DownloadArtifactResponse\x12W\n\x0cReadArtifact\x12!.ketch.api.v1.ReadArtifactRequest\x1a\".ketch.api.v1.ReadArtifactResponse0\x01\x42J\n\x0fml.ketch.api.v1P\x01Z5github.com/ketch-ml/ketch/gen/go/ketch/api/v1;ketchv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cketch/api/v1/artifacts.proto\x12\x0cketch.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17ketch/api/v1/auth.proto\"\x82\x01\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03run\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\nUploadPart\x12\x13\n\x0bpart_number\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0b\n\x03url\x18\x04 \x01(\t\"\xb6\x01\n\nUploadPlan\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12&\n\x04mode\x18\x02 \x01(\x0e\x32\x18.ketch.api.v1.UploadMode\x12\'\n\x05parts\x18\x03 \x03(\x0b\x32\x18.ketch.api.v1.UploadPart\x12\x13\n\x0b\x63hunk_bytes\x18\x04 \x01(\x03\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x12\x42\x65ginUploadRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x7f\n\x13\x42\x65ginUploadResponse\x12\x16\n\x0e\x61lready_stored\x18\x01 \x01(\x08\x12(\n\x08\x61rtifact\x18\x02 \x01(\x0b\x32\x16.ketch.api.v1.Artifact\x12&\n\x04plan\x18\x03 \x01(\x0b\x32\x18.ketch.api.v1.UploadPlan\"6\n\x13UploadChunksRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\">\n\x14UploadChunksResponse\x12\x16\n\x0ereceived_bytes\x18\x01 \x01(\x03\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"2\n\rCompletedPart\x12\x13\n\x0bpart_number\x18\x01 \x01(\x05\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"T\n\x13\x43ommitUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12*\n\x05parts\x18\x02 \x03(\x0b\x32\x1b.ketch.api.v1.CompletedPart\"\'\n\x12\x41\x62ortUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"\x15\n\x13\x41\x62ortUploadResponse\"/\n\x12GetArtifactRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"_\n\x14ListArtifactsRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x13\n\x0bpath_prefix\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x15ListArtifactsResponse\x12)\n\tartifacts\x18\x01 \x03(\x0b\x32\x16.ketch.api.v1.Artifact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x17\x44ownloadArtifactRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"\x97\x01\n\x18\x44ownloadArtifactResponse\x12(\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x16.ketch.api.v1.Artifact\x12\x0b\n\x03url\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63hunk_bytes\x18\x04 \x01(\x03\"@\n\x13ReadArtifactRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"$\n\x14ReadArtifactResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c*\\\n\nUploadMode\x12\x1b\n\x17UPLOAD_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12UPLOAD_MODE_STREAM\x10\x01\x12\x19\n\x15UPLOAD_MODE_PRESIGNED\x10\x02\x32\xec\x05\n\x0f\x41rtifactService\x12X\n\x0b\x42\x65ginUpload\x12 .ketch.api.v1.BeginUploadRequest\x1a!.ketch.api.v1.BeginUploadResponse\"\x04\xe8\xf9\x18\x02\x12]\n\x0cUploadChunks\x12!.ketch.api.v1.UploadChunksRequest\x1a\".ketch.api.v1.UploadChunksResponse\"\x04\xe8\xf9\x18\x02(\x01\x12O\n\x0c\x43ommitUpload\x12!.ketch.api.v1.CommitUploadRequest\x1a\x16.ketch.api.v1.Artifact\"\x04\xe8\xf9\x18\x02\x12X\n\x0b\x41\x62ortUpload\x12 .ketch.api.v1.AbortUploadRequest\x1a!.ketch.api.v1.AbortUploadResponse\"\x04\xe8\xf9\x18\x02\x12M\n\x0bGetArtifact\x12 .ketch.api.v1.GetArtifactRequest\x1a\x16.ketch.api.v1.Artifact\"\x04\xe8\xf9\x18\x01\x12^\n\rListArtifacts\x12\".ketch.api.v1.ListArtifactsRequest\x1a#.ketch.api.v1.ListArtifactsResponse\"\x04\xe8\xf9\x18\x01\x12g\n\x10\x44ownloadArtifact\x12%.ketch.api.v1.DownloadArtifactRequest\x1a&.ketch.api.v1.DownloadArtifactResponse\"\x04\xe8\xf9\x18\x01\x12]\n\x0cReadArtifact\x12!.ketch.api.v1.ReadArtifactRequest\x1a\".ketch.api.v1.ReadArtifactResponse\"\x04\xe8\xf9\x18\x01\x30\x01\x42J\n\x0fml.ketch.api.v1P\x01Z5github.com/ketch-ml/ketch/gen/go/ketch/api/v1;ketchv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,44 +34,60 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ketch.api.v1.artifacts_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017ml.ketch.api.v1P\001Z5github.com/ketch-ml/ketch/gen/go/ketch/api/v1;ketchv1'
-  _globals['_UPLOADMODE']._serialized_start=1576
-  _globals['_UPLOADMODE']._serialized_end=1668
-  _globals['_ARTIFACT']._serialized_start=80
-  _globals['_ARTIFACT']._serialized_end=210
-  _globals['_UPLOADPART']._serialized_start=212
-  _globals['_UPLOADPART']._serialized_end=288
-  _globals['_UPLOADPLAN']._serialized_start=291
-  _globals['_UPLOADPLAN']._serialized_end=473
-  _globals['_BEGINUPLOADREQUEST']._serialized_start=475
-  _globals['_BEGINUPLOADREQUEST']._serialized_end=572
-  _globals['_BEGINUPLOADRESPONSE']._serialized_start=574
-  _globals['_BEGINUPLOADRESPONSE']._serialized_end=701
-  _globals['_UPLOADCHUNKSREQUEST']._serialized_start=703
-  _globals['_UPLOADCHUNKSREQUEST']._serialized_end=757
-  _globals['_UPLOADCHUNKSRESPONSE']._serialized_start=759
-  _globals['_UPLOADCHUNKSRESPONSE']._serialized_end=821
-  _globals['_COMPLETEDPART']._serialized_start=823
-  _globals['_COMPLETEDPART']._serialized_end=873
-  _globals['_COMMITUPLOADREQUEST']._serialized_start=875
-  _globals['_COMMITUPLOADREQUEST']._serialized_end=959
-  _globals['_ABORTUPLOADREQUEST']._serialized_start=961
-  _globals['_ABORTUPLOADREQUEST']._serialized_end=1000
-  _globals['_ABORTUPLOADRESPONSE']._serialized_start=1002
-  _globals['_ABORTUPLOADRESPONSE']._serialized_end=1023
-  _globals['_GETARTIFACTREQUEST']._serialized_start=1025
-  _globals['_GETARTIFACTREQUEST']._serialized_end=1072
-  _globals['_LISTARTIFACTSREQUEST']._serialized_start=1074
-  _globals['_LISTARTIFACTSREQUEST']._serialized_end=1169
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=1171
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=1262
-  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_start=1264
-  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=1316
-  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_start=1319
-  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_end=1470
-  _globals['_READARTIFACTREQUEST']._serialized_start=1472
-  _globals['_READARTIFACTREQUEST']._serialized_end=1536
-  _globals['_READARTIFACTRESPONSE']._serialized_start=1538
-  _globals['_READARTIFACTRESPONSE']._serialized_end=1574
-  _globals['_ARTIFACTSERVICE']._serialized_start=1671
-  _globals['_ARTIFACTSERVICE']._serialized_end=2371
+  _globals['_ARTIFACTSERVICE'].methods_by_name['BeginUpload']._loaded_options = None
+  _globals['_ARTIFACTSERVICE'].methods_by_name['BeginUpload']._serialized_options = b'\350\371\030\002'
+  _globals['_ARTIFACTSERVICE'].methods_by_name['UploadChunks']._loaded_options = None
+  _globals['_ARTIFACTSERVICE'].methods_by_name['UploadChunks']._serialized_options = b'\350\371\030\002'
+  _globals['_ARTIFACTSERVICE'].methods_by_name['CommitUpload']._loaded_options = None
+  _globals['_ARTIFACTSERVICE'].methods_by_name['CommitUpload']._serialized_options = b'\350\371\030\002'
+  _globals['_ARTIFACTSERVICE'].methods_by_name['AbortUpload']._loaded_options = None
+  _globals['_ARTIFACTSERVICE'].methods_by_name['AbortUpload']._serialized_options = b'\350\371\030\002'
+  _globals['_ARTIFACTSERVICE'].methods_by_name['GetArtifact']._loaded_options = None
+  _globals['_ARTIFACTSERVICE'].methods_by_name['GetArtifact']._serialized_options = b'\350\371\030\001'
+  _globals['_ARTIFACTSERVICE'].methods_by_name['ListArtifacts']._loaded_options = None
+  _globals['_ARTIFACTSERVICE'].methods_by_name['ListArtifacts']._serialized_options = b'\350\371\030\001'
+  _globals['_ARTIFACTSERVICE'].methods_by_name['DownloadArtifact']._loaded_options = None
+  _globals['_ARTIFACTSERVICE'].methods_by_name['DownloadArtifact']._serialized_options = b'\350\371\030\001'
+  _globals['_ARTIFACTSERVICE'].methods_by_name['ReadArtifact']._loaded_options = None
+  _globals['_ARTIFACTSERVICE'].methods_by_name['ReadArtifact']._serialized_options = b'\350\371\030\001'
+  _globals['_UPLOADMODE']._serialized_start=1601
+  _globals['_UPLOADMODE']._serialized_end=1693
+  _globals['_ARTIFACT']._serialized_start=105
+  _globals['_ARTIFACT']._serialized_end=235
+  _globals['_UPLOADPART']._serialized_start=237
+  _globals['_UPLOADPART']._serialized_end=313
+  _globals['_UPLOADPLAN']._serialized_start=316
+  _globals['_UPLOADPLAN']._serialized_end=498
+  _globals['_BEGINUPLOADREQUEST']._serialized_start=500
+  _globals['_BEGINUPLOADREQUEST']._serialized_end=597
+  _globals['_BEGINUPLOADRESPONSE']._serialized_start=599
+  _globals['_BEGINUPLOADRESPONSE']._serialized_end=726
+  _globals['_UPLOADCHUNKSREQUEST']._serialized_start=728
+  _globals['_UPLOADCHUNKSREQUEST']._serialized_end=782
+  _globals['_UPLOADCHUNKSRESPONSE']._serialized_start=784
+  _globals['_UPLOADCHUNKSRESPONSE']._serialized_end=846
+  _globals['_COMPLETEDPART']._serialized_start=848
+  _globals['_COMPLETEDPART']._serialized_end=898
+  _globals['_COMMITUPLOADREQUEST']._serialized_start=900
+  _globals['_COMMITUPLOADREQUEST']._serialized_end=984
+  _globals['_ABORTUPLOADREQUEST']._serialized_start=986
+  _globals['_ABORTUPLOADREQUEST']._serialized_end=1025
+  _globals['_ABORTUPLOADRESPONSE']._serialized_start=1027
+  _globals['_ABORTUPLOADRESPONSE']._serialized_end=1048
+  _globals['_GETARTIFACTREQUEST']._serialized_start=1050
+  _globals['_GETARTIFACTREQUEST']._serialized_end=1097
+  _globals['_LISTARTIFACTSREQUEST']._serialized_start=1099
+  _globals['_LISTARTIFACTSREQUEST']._serialized_end=1194
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=1196
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=1287
+  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_start=1289
+  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=1341
+  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_start=1344
+  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_end=1495
+  _globals['_READARTIFACTREQUEST']._serialized_start=1497
+  _globals['_READARTIFACTREQUEST']._serialized_end=1561
+  _globals['_READARTIFACTRESPONSE']._serialized_start=1563
+  _globals['_READARTIFACTRESPONSE']._serialized_end=1599
+  _globals['_ARTIFACTSERVICE']._serialized_start=1696
+  _globals['_ARTIFACTSERVICE']._serialized_end=2444
 # @@protoc_insertion_point(module_scope)

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from ketch.api.v1 import auth_pb2 as ketch_dot_api_dot_v1_dot_auth__pb2
 from ketch.api.v1 import tracking_pb2 as ketch_dot_api_dot_v1_dot_tracking__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aketch/api/v1/lineage.proto\x12\x0cketch.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bketch/api/v1/tracking.proto\"\xc6\x01\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0e\n\x06schema\x18\x06 \x01(\t\x12\x15\n\x08num_rows\x18\x07 \x01(\x03H\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\t_num_rows\">\n\x14\x43reateDatasetRequest\x12&\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x15.ketch.api.v1.Dataset\"G\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\"(\n\x0b\x41rtifactRef\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"{\n\x05RunIO\x12(\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x15.ketch.api.v1.DatasetH\x00\x12-\n\x08\x61rtifact\x18\x02 \x01(\x0b\x32\x19.ketch.api.v1.ArtifactRefH\x00\x12\x0f\n\x07\x63ontext\x18\x03 \x01(\tB\x08\n\x06\x65ntity\"D\n\x10LogInputsRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12#\n\x06inputs\x18\x02 \x03(\x0b\x32\x13.ketch.api.v1.RunIO\"=\n\x11LogInputsResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x19.ketch.api.v1.LineageNode\"F\n\x11LogOutputsRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12$\n\x07outputs\x18\x02 \x03(\x0b\x32\x13.ketch.api.v1.RunIO\">\n\x12LogOutputsResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x19.ketch.api.v1.LineageNode\"\x9c\x01\n\x07NodeRef\x12\r\n\x03run\x18\x01 \x01(\tH\x00\x12\x32\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x1f.ketch.api.v1.GetDatasetRequestH\x00\x12-\n\x08\x61rtifact\x18\x03 \x01(\x0b\x32\x19.ketch.api.v1.ArtifactRefH\x00\x12\x17\n\rmodel_version\x18\x04 \x01(\tH\x00\x42\x06\n\x04node\"\xf8\x01\n\x0bLineageNode\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.ketch.api.v1.NodeKind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x04 \x01(\x05\x12)\n\trun_state\x18\x05 \x01(\x0e\x32\x16.ketch.api.v1.RunState\x12\x12\n\nexperiment\x18\x06 \x01(\t\x12&\n\x07\x64\x61taset\x18\x07 \x01(\x0b\x32\x15.ketch.api.v1.Dataset\x12\x0b\n\x03run\x18\x08 \x01(\t\x12\x0c\n\x04path\x18\t \x01(\t\x12\x0e\n\x06\x65xists\x18\n \x01(\x08\"\xb7\x01\n\x0bLineageEdge\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.ketch.api.v1.EdgeKind\x12\x10\n\x08upstream\x18\x02 \x01(\t\x12\x12\n\ndownstream\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x04 \x01(\t\x12\x11\n\x04step\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05_step\"\x8d\x01\n\x11GetLineageRequest\x12#\n\x04node\x18\x01 \x01(\x0b\x32\x15.ketch.api.v1.NodeRef\x12\x31\n\tdirection\x18\x02 \x01(\x0e\x32\x1e.ketch.api.v1.LineageDirection\x12\r\n\x05\x64\x65pth\x18\x03 \x01(\x05\x12\x11\n\tmax_nodes\x18\x04 \x01(\x05\"h\n\x12GetLineageResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x19.ketch.api.v1.LineageNode\x12(\n\x05\x65\x64ges\x18\x02 \x03(\x0b\x32\x19.ketch.api.v1.LineageEdge\"j\n\x0e\x46orkRunRequest\x12\x12\n\nsource_run\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t*\x84\x01\n\x08NodeKind\x12\x19\n\x15NODE_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rNODE_KIND_RUN\x10\x01\x12\x15\n\x11NODE_KIND_DATASET\x10\x02\x12\x16\n\x12NODE_KIND_ARTIFACT\x10\x03\x12\x1b\n\x17NODE_KIND_MODEL_VERSION\x10\x04*\x88\x01\n\x08\x45\x64geKind\x12\x19\n\x15\x45\x44GE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45\x44GE_KIND_CONSUMED\x10\x01\x12\x16\n\x12\x45\x44GE_KIND_PRODUCED\x10\x02\x12\x16\n\x12\x45\x44GE_KIND_CHILD_OF\x10\x03\x12\x19\n\x15\x45\x44GE_KIND_FORKED_FROM\x10\x04*\x87\x01\n\x10LineageDirection\x12!\n\x1dLINEAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x18\n\x14LINEAGE_DIRECTION_UP\x10\x01\x12\x1a\n\x16LINEAGE_DIRECTION_DOWN\x10\x02\x12\x1a\n\x16LINEAGE_DIRECTION_BOTH\x10\x03\x32\xce\x03\n\x0eLineageService\x12J\n\rCreateDataset\x12\".ketch.api.v1.CreateDatasetRequest\x1a\x15.ketch.api.v1.Dataset\x12\x44\n\nGetDataset\x12\x1f.ketch.api.v1.GetDatasetRequest\x1a\x15.ketch.api.v1.Dataset\x12L\n\tLogInputs\x12\x1e.ketch.api.v1.LogInputsRequest\x1a\x1f.ketch.api.v1.LogInputsResponse\x12O\n\nLogOutputs\x12\x1f.ketch.api.v1.LogOutputsRequest\x1a .ketch.api.v1.LogOutputsResponse\x12O\n\nGetLineage\x12\x1f.ketch.api.v1.GetLineageRequest\x1a .ketch.api.v1.GetLineageResponse\x12:\n\x07\x46orkRun\x12\x1c.ketch.api.v1.ForkRunRequest\x1a\x11.ketch.api.v1.RunBJ\n\x0fml.ketch.api.v1P\x01Z5github.com/ketch-ml/ketch/gen/go/ketch/api/v1;ketchv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aketch/api/v1/lineage.proto\x12\x0cketch.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17ketch/api/v1/auth.proto\x1a\x1bketch/api/v1/tracking.proto\"\xc6\x01\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0e\n\x06schema\x18\x06 \x01(\t\x12\x15\n\x08num_rows\x18\x07 \x01(\x03H\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\t_num_rows\">\n\x14\x43reateDatasetRequest\x12&\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x15.ketch.api.v1.Dataset\"G\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\"(\n\x0b\x41rtifactRef\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"{\n\x05RunIO\x12(\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x15.ketch.api.v1.DatasetH\x00\x12-\n\x08\x61rtifact\x18\x02 \x01(\x0b\x32\x19.ketch.api.v1.ArtifactRefH\x00\x12\x0f\n\x07\x63ontext\x18\x03 \x01(\tB\x08\n\x06\x65ntity\"D\n\x10LogInputsRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12#\n\x06inputs\x18\x02 \x03(\x0b\x32\x13.ketch.api.v1.RunIO\"=\n\x11LogInputsResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x19.ketch.api.v1.LineageNode\"F\n\x11LogOutputsRequest\x12\x0b\n\x03run\x18\x01 \x01(\t\x12$\n\x07outputs\x18\x02 \x03(\x0b\x32\x13.ketch.api.v1.RunIO\">\n\x12LogOutputsResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x19.ketch.api.v1.LineageNode\"\x9c\x01\n\x07NodeRef\x12\r\n\x03run\x18\x01 \x01(\tH\x00\x12\x32\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x1f.ketch.api.v1.GetDatasetRequestH\x00\x12-\n\x08\x61rtifact\x18\x03 \x01(\x0b\x32\x19.ketch.api.v1.ArtifactRefH\x00\x12\x17\n\rmodel_version\x18\x04 \x01(\tH\x00\x42\x06\n\x04node\"\xf8\x01\n\x0bLineageNode\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.ketch.api.v1.NodeKind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x04 \x01(\x05\x12)\n\trun_state\x18\x05 \x01(\x0e\x32\x16.ketch.api.v1.RunState\x12\x12\n\nexperiment\x18\x06 \x01(\t\x12&\n\x07\x64\x61taset\x18\x07 \x01(\x0b\x32\x15.ketch.api.v1.Dataset\x12\x0b\n\x03run\x18\x08 \x01(\t\x12\x0c\n\x04path\x18\t \x01(\t\x12\x0e\n\x06\x65xists\x18\n \x01(\x08\"\xb7\x01\n\x0bLineageEdge\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.ketch.api.v1.EdgeKind\x12\x10\n\x08upstream\x18\x02 \x01(\t\x12\x12\n\ndownstream\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x04 \x01(\t\x12\x11\n\x04step\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05_step\"\x8d\x01\n\x11GetLineageRequest\x12#\n\x04node\x18\x01 \x01(\x0b\x32\x15.ketch.api.v1.NodeRef\x12\x31\n\tdirection\x18\x02 \x01(\x0e\x32\x1e.ketch.api.v1.LineageDirection\x12\r\n\x05\x64\x65pth\x18\x03 \x01(\x05\x12\x11\n\tmax_nodes\x18\x04 \x01(\x05\"h\n\x12GetLineageResponse\x12(\n\x05nodes\x18\x01 \x03(\x0b\x32\x19.ketch.api.v1.LineageNode\x12(\n\x05\x65\x64ges\x18\x02 \x03(\x0b\x32\x19.ketch.api.v1.LineageEdge\"j\n\x0e\x46orkRunRequest\x12\x12\n\nsource_run\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t*\x84\x01\n\x08NodeKind\x12\x19\n\x15NODE_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rNODE_KIND_RUN\x10\x01\x12\x15\n\x11NODE_KIND_DATASET\x10\x02\x12\x16\n\x12NODE_KIND_ARTIFACT\x10\x03\x12\x1b\n\x17NODE_KIND_MODEL_VERSION\x10\x04*\x88\x01\n\x08\x45\x64geKind\x12\x19\n\x15\x45\x44GE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45\x44GE_KIND_CONSUMED\x10\x01\x12\x16\n\x12\x45\x44GE_KIND_PRODUCED\x10\x02\x12\x16\n\x12\x45\x44GE_KIND_CHILD_OF\x10\x03\x12\x19\n\x15\x45\x44GE_KIND_FORKED_FROM\x10\x04*\x87\x01\n\x10LineageDirection\x12!\n\x1dLINEAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x18\n\x14LINEAGE_DIRECTION_UP\x10\x01\x12\x1a\n\x16LINEAGE_DIRECTION_DOWN\x10\x02\x12\x1a\n\x16LINEAGE_DIRECTION_BOTH\x10\x03\x32\xf2\x03\n\x0eLineageService\x12P\n\rCreateDataset\x12\".ketch.api.v1.CreateDatasetRequest\x1a\x15.ketch.api.v1.Dataset\"\x04\xe8\xf9\x18\x02\x12J\n\nGetDataset\x12\x1f.ketch.api.v1.GetDatasetRequest\x1a\x15.ketch.api.v1.Dataset\"\x04\xe8\xf9\x18\x01\x12R\n\tLogInputs\x12\x1e.ketch.api.v1.LogInputsRequest\x1a\x1f.ketch.api.v1.LogInputsResponse\"\x04\xe8\xf9\x18\x02\x12U\n\nLogOutputs\x12\x1f.ketch.api.v1.LogOutputsRequest\x1a .ketch.api.v1.LogOutputsResponse\"\x04\xe8\xf9\x18\x02\x12U\n\nGetLineage\x12\x1f.ketch.api.v1.GetLineageRequest\x1a .ketch.api.v1.GetLineageResponse\"\x04\xe8\xf9\x18\x01\x12@\n\x07\x46orkRun\x12\x1c.ketch.api.v1.ForkRunRequest\x1a\x11.ketch.api.v1.Run\"\x04\xe8\xf9\x18\x02\x42J\n\x0fml.ketch.api.v1P\x01Z5github.com/ketch-ml/ketch/gen/go/ketch/api/v1;ketchv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,42 +35,54 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ketch.api.v1.lineage_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017ml.ketch.api.v1P\001Z5github.com/ketch-ml/ketch/gen/go/ketch/api/v1;ketchv1'
-  _globals['_NODEKIND']._serialized_start=1835
-  _globals['_NODEKIND']._serialized_end=1967
-  _globals['_EDGEKIND']._serialized_start=1970
-  _globals['_EDGEKIND']._serialized_end=2106
-  _globals['_LINEAGEDIRECTION']._serialized_start=2109
-  _globals['_LINEAGEDIRECTION']._serialized_end=2244
-  _globals['_DATASET']._serialized_start=107
-  _globals['_DATASET']._serialized_end=305
-  _globals['_CREATEDATASETREQUEST']._serialized_start=307
-  _globals['_CREATEDATASETREQUEST']._serialized_end=369
-  _globals['_GETDATASETREQUEST']._serialized_start=371
-  _globals['_GETDATASETREQUEST']._serialized_end=442
-  _globals['_ARTIFACTREF']._serialized_start=444
-  _globals['_ARTIFACTREF']._serialized_end=484
-  _globals['_RUNIO']._serialized_start=486
-  _globals['_RUNIO']._serialized_end=609
-  _globals['_LOGINPUTSREQUEST']._serialized_start=611
-  _globals['_LOGINPUTSREQUEST']._serialized_end=679
-  _globals['_LOGINPUTSRESPONSE']._serialized_start=681
-  _globals['_LOGINPUTSRESPONSE']._serialized_end=742
-  _globals['_LOGOUTPUTSREQUEST']._serialized_start=744
-  _globals['_LOGOUTPUTSREQUEST']._serialized_end=814
-  _globals['_LOGOUTPUTSRESPONSE']._serialized_start=816
-  _globals['_LOGOUTPUTSRESPONSE']._serialized_end=878
-  _globals['_NODEREF']._serialized_start=881
-  _globals['_NODEREF']._serialized_end=1037
-  _globals['_LINEAGENODE']._serialized_start=1040
-  _globals['_LINEAGENODE']._serialized_end=1288
-  _globals['_LINEAGEEDGE']._serialized_start=1291
-  _globals['_LINEAGEEDGE']._serialized_end=1474
-  _globals['_GETLINEAGEREQUEST']._serialized_start=1477
-  _globals['_GETLINEAGEREQUEST']._serialized_end=1618
-  _globals['_GETLINEAGERESPONSE']._serialized_start=1620
-  _globals['_GETLINEAGERESPONSE']._serialized_end=1724
-  _globals['_FORKRUNREQUEST']._serialized_start=1726
-  _globals['_FORKRUNREQUEST']._serialized_end=1832
-  _globals['_LINEAGESERVICE']._serialized_start=2247
-  _globals['_LINEAGESERVICE']._serialized_end=2709
+  _globals['_LINEAGESERVICE'].methods_by_name['CreateDataset']._loaded_options = None
+  _globals['_LINEAGESERVICE'].methods_by_name['CreateDataset']._serialized_options = b'\350\371\030\002'
+  _globals['_LINEAGESERVICE'].methods_by_name['GetDataset']._loaded_options = None
+  _globals['_LINEAGESERVICE'].methods_by_name['GetDataset']._serialized_options = b'\350\371\030\001'
+  _globals['_LINEAGESERVICE'].methods_by_name['LogInputs']._loaded_options = None
+  _globals['_LINEAGESERVICE'].methods_by_name['LogInputs']._serialized_options = b'\350\371\030\002'
+  _globals['_LINEAGESERVICE'].methods_by_name['LogOutputs']._loaded_options = None
+  _globals['_LINEAGESERVICE'].methods_by_name['LogOutputs']._serialized_options = b'\350\371\030\002'
+  _globals['_LINEAGESERVICE'].methods_by_name['GetLineage']._loaded_options = None
+  _globals['_LINEAGESERVICE'].methods_by_name['GetLineage']._serialized_options = b'\350\371\030\001'
+  _globals['_LINEAGESERVICE'].methods_by_name['ForkRun']._loaded_options = None
+  _globals['_LINEAGESERVICE'].methods_by_name['ForkRun']._serialized_options = b'\350\371\030\002'
+  _globals['_NODEKIND']._serialized_start=1860
+  _globals['_NODEKIND']._serialized_end=1992
+  _globals['_EDGEKIND']._serialized_start=1995
+  _globals['_EDGEKIND']._serialized_end=2131
+  _globals['_LINEAGEDIRECTION']._serialized_start=2134
+  _globals['_LINEAGEDIRECTION']._serialized_end=2269
+  _globals['_DATASET']._serialized_start=132
+  _globals['_DATASET']._serialized_end=330
+  _globals['_CREATEDATASETREQUEST']._serialized_start=332
+  _globals['_CREATEDATASETREQUEST']._serialized_end=394
+  _globals['_GETDATASETREQUEST']._serialized_start=396
+  _globals['_GETDATASETREQUEST']._serialized_end=467
+  _globals['_ARTIFACTREF']._serialized_start=469
+  _globals['_ARTIFACTREF']._serialized_end=509
+  _globals['_RUNIO']._serialized_start=511
+  _globals['_RUNIO']._serialized_end=634
+  _globals['_LOGINPUTSREQUEST']._serialized_start=636
+  _globals['_LOGINPUTSREQUEST']._serialized_end=704
+  _globals['_LOGINPUTSRESPONSE']._serialized_start=706
+  _globals['_LOGINPUTSRESPONSE']._serialized_end=767
+  _globals['_LOGOUTPUTSREQUEST']._serialized_start=769
+  _globals['_LOGOUTPUTSREQUEST']._serialized_end=839
+  _globals['_LOGOUTPUTSRESPONSE']._serialized_start=841
+  _globals['_LOGOUTPUTSRESPONSE']._serialized_end=903
+  _globals['_NODEREF']._serialized_start=906
+  _globals['_NODEREF']._serialized_end=1062
+  _globals['_LINEAGENODE']._serialized_start=1065
+  _globals['_LINEAGENODE']._serialized_end=1313
+  _globals['_LINEAGEEDGE']._serialized_start=1316
+  _globals['_LINEAGEEDGE']._serialized_end=1499
+  _globals['_GETLINEAGEREQUEST']._serialized_start=1502
+  _globals['_GETLINEAGEREQUEST']._serialized_end=1643
+  _globals['_GETLINEAGERESPONSE']._serialized_start=1645
+  _globals['_GETLINEAGERESPONSE']._serialized_end=1749
+  _globals['_FORKRUNREQUEST']._serialized_start=1751
+  _globals['_FORKRUNREQUEST']._serialized_end=1857
+  _globals['_LINEAGESERVICE']._serialized_start=2272
+  _globals['_LINEAGESERVICE']._serialized_end=2770
 # @@protoc_insertion_point(module_scope)
