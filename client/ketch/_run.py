@@ -63,8 +63,10 @@ class Run:
         finish_timeout: float = 60.0,
         strict: bool = False,
         rank: int = 0,
+        owner: bool = True,
     ) -> None:
         self._record = record
+        self._owner = owner
         self._sink = sink
         self._id = record.id if record else run_id
         self.experiment_id: str = record.experiment_id if record else ""
@@ -84,6 +86,10 @@ class Run:
         self._wake = threading.Event()
         self._step = 0
         self._finished = sink is None
+        self._closed = threading.Event()  # set once finish has done its work
+        self._finisher: int | None = None  # the thread doing it
+        if sink is None:
+            self._closed.set()
         self._sampler: Any = None
         self._thread: threading.Thread | None = None
         if sink is not None:
@@ -319,7 +325,9 @@ class Run:
         """Flush pending points and mark the run ``state`` (FINISHED, FAILED, KILLED).
 
         Bounded by ``finish_timeout``: what the server has not confirmed by then
-        stays in the local spool for ``ketch sync``. Never hangs the process.
+        stays in the local spool for ``ketch sync``. Never hangs the process. A run
+        started with ``owner=False`` keeps the state its owner gives it: this only
+        flushes and closes this process's stream.
         """
         global _active
         code = _STATES.get(state.upper())
@@ -330,9 +338,22 @@ class Run:
         with _active_lock:
             if _active is self:
                 _active = None
-            if self._finished:
-                return
+            finishing = self._finished
             self._finished = True
+            if not finishing:
+                self._finisher = threading.get_ident()
+        if finishing:
+            # Another thread (say, a trainable's) is finishing it; process exit must not
+            # end before that does. The finishing thread itself (a signal) goes on.
+            if self._finisher != threading.get_ident():
+                self._closed.wait(self._finish_timeout)
+            return
+        try:
+            self._close(code, state)
+        finally:
+            self._closed.set()
+
+    def _close(self, code: int, state: str) -> None:
         if self._sampler is not None:
             self._sampler.stop()
         self._wake.set()
@@ -342,7 +363,7 @@ class Run:
         if len(buf):
             self._send(keys, buf)
         try:
-            self._sink.finish(code, self._finish_timeout)  # type: ignore[union-attr]
+            self._sink.finish(code if self._owner else None, self._finish_timeout)  # type: ignore[union-attr]
         except errors.KetchError as exc:
             log_.error("ketch: could not mark run %s %s: %s", self.id, state, exc)
         if self.failure is not None or self.dropped_points:
@@ -358,6 +379,7 @@ class Run:
     def _forked_away(self) -> None:
         """In a forked child: stop using this run (the parent owns its stream)."""
         self._finished = True
+        self._closed.set()
         self._sink = None
         self._sampler = None
 
@@ -367,6 +389,8 @@ class Run:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is KeyboardInterrupt:
             self.finish("KILLED")
+        elif exc_type is SystemExit and exc.code in (0, None):
+            self.finish("FINISHED")  # sys.exit(0): a clean exit
         elif exc_type is not None:
             self.finish("FAILED")
         else:
@@ -422,6 +446,9 @@ def init(
     finish_timeout: float = 60.0,
     strict: bool = False,
     spool_dir: str | os.PathLike | None = None,
+    request_id: str | None = None,
+    activate: bool = True,
+    owner: bool = True,
 ) -> Run:
     """Start a run (or attach to one) and make it the active run.
 
@@ -446,6 +473,14 @@ def init(
         finish_timeout: seconds ``finish`` and process exit wait for the server.
         strict: raise on bad metric keys, values or steps instead of skipping them.
         spool_dir: where the local spool lives; default KETCH_SPOOL_DIR, else ~/.ketch/spool.
+        request_id: idempotency key of the create (at most 128 characters): every
+            process that passes the same key gets the same run, e.g. the workers of
+            one HPO study. Default: a fresh key per call.
+        activate: make the run the active one (``ketch.log``, ``ketch.active_run``);
+            False for runs managed beside others, such as HPO trial runs.
+        owner: whether this process sets the run's final state. False for an extra
+            writer into a run another process manages (a Ray trainable writing into
+            its driver's trial run): ``finish`` and exit then only flush and close.
 
     Raises:
         ketch.errors.KetchError: online, when the server refused the run or cannot be
@@ -458,12 +493,15 @@ def init(
         return Run(None, None)
     experiment = experiment or os.environ.get("KETCH_EXPERIMENT") or "Default"
     request = _create_request(name, config, tags, parent, capture_environment)
+    if request_id:
+        request.request_id = request_id
     root = pathlib.Path(spool_dir) if spool_dir else None
     options = {
         "flush_interval": flush_interval,
         "finish_timeout": finish_timeout,
         "strict": strict,
         "rank": topology.rank,
+        "owner": owner,
     }
     if fork_from is not None:
         run_id = _fork(uri, fork_from, name, experiment, topology, chosen)
@@ -472,7 +510,16 @@ def init(
     else:
         try:
             run = _online_run(
-                experiment, request, uri, run_id, root, topology, config, tags, options
+                experiment,
+                request,
+                uri,
+                run_id,
+                root,
+                topology,
+                config,
+                tags,
+                options,
+                explicit_id=bool(request_id),
             )
         except (errors.Unavailable, errors.DeadlineExceeded) as exc:
             if run_id or os.environ.get("KETCH_RUN_ID"):
@@ -486,8 +533,9 @@ def init(
     if system_metrics if system_metrics is not None else _system.system_metrics_enabled():
         run._sampler = _system.SystemSampler(run._log_system, interval=_system.sampler_interval())
         run._sampler.start()
-    with _active_lock:
-        _active = run
+    if activate:
+        with _active_lock:
+            _active = run
     _lifecycle.track(run)
     return run
 
@@ -510,7 +558,9 @@ def _fork(uri, fork_from, name, experiment, topology, chosen) -> str:
         ).id
 
 
-def _online_run(experiment, request, uri, run_id, root, topology, config, tags, options) -> Run:
+def _online_run(
+    experiment, request, uri, run_id, root, topology, config, tags, options, explicit_id=False
+) -> Run:
     client = Client(uri)
     run_id = run_id or os.environ.get("KETCH_RUN_ID")
     if run_id:
@@ -520,7 +570,7 @@ def _online_run(experiment, request, uri, run_id, root, topology, config, tags, 
         if tags:
             client.set_tags(record.id, dict(tags))
     else:
-        record = _create(client, experiment, request, topology)
+        record = _create(client, experiment, request, topology, explicit_id)
     sink = OnlineSink(client, f"runs/{record.id}", rank=topology.rank, spool_root=root)
     return Run(record, sink, **options)
 
@@ -557,9 +607,11 @@ def _create_request(name, config, tags, parent, capture):
     )
 
 
-def _create(client: Client, experiment: str, request, topology) -> RunRecord:
+def _create(
+    client: Client, experiment: str, request, topology, explicit_id: bool = False
+) -> RunRecord:
     """Create the run; under distributed training, the one run every rank shares."""
-    if topology.distributed:
+    if topology.distributed and not explicit_id:
         shared = _distributed.job_request_id(experiment, request.display_name)
         if shared:
             request.request_id = shared

@@ -98,9 +98,11 @@ class OnlineSink:
             "SetTags", tracking_pb2.SetTagsRequest(run=self.run_name, tags=tags), _spool.TAGS
         )
 
-    def finish(self, state: int, timeout: float) -> None:
+    def finish(self, state: int | None, timeout: float) -> None:
+        """Close the stream, then set ``state`` (None: leave the state as it is)."""
         self.stream.close(timeout)
-        self._call("UpdateRun", state_request(self.run_name, state), _spool.FINISH)
+        if state is not None:
+            self._call("UpdateRun", state_request(self.run_name, state), _spool.FINISH)
 
     def _call(self, method: str, request, record_type: int) -> None:
         """A unary call; while the server is unreachable, spool it instead."""
@@ -143,11 +145,12 @@ class OfflineSink:
             _spool.TAGS, 0, tracking_pb2.SetTagsRequest(tags=tags).SerializeToString()
         )
 
-    def _close(self, state: int) -> None:
-        self.spool.append(_spool.FINISH, 0, state_request("", state).SerializeToString())
+    def _close(self, state: int | None) -> None:
+        if state is not None:
+            self.spool.append(_spool.FINISH, 0, state_request("", state).SerializeToString())
         self.spool.close()
 
-    def finish(self, state: int, timeout: float) -> None:
+    def finish(self, state: int | None, timeout: float) -> None:
         self._close(state)
         log.info(
             "ketch: offline run spooled to %s; upload it with `ketch sync`", self.spool.directory
@@ -199,7 +202,7 @@ class DeferredSink(OfflineSink):
         while not self._stop.wait(delay):
             delay = self._interval if self._upload() else min(delay * 2, 15.0)
 
-    def finish(self, state: int, timeout: float) -> None:
+    def finish(self, state: int | None, timeout: float) -> None:
         self._stop.set()
         self._thread.join(timeout)
         self._close(state)
