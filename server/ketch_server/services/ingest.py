@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 
 from ketch_server.domain import validation
@@ -19,6 +20,7 @@ from ketch_server.domain.errors import InvalidArgument, KetchError, Unavailable
 from ketch_server.domain.ids import RUN, parse_name
 from ketch_server.domain.models import MetricColumns, SequencedBatch
 from ketch_server.store.tracking import TrackingStore
+from ketch_server.telemetry import ServerStats
 
 __all__ = ["Ingest"]
 
@@ -34,12 +36,19 @@ class Ingest:
         store: where batches are committed.
         lanes: concurrent commit loops (1 suits SQLite, whose writes serialize anyway).
         max_group_points: a group stops growing at this many points.
+        stats: counts commits, points and commit latency (a private one when None).
     """
 
     def __init__(
-        self, store: TrackingStore, *, lanes: int = 1, max_group_points: int = 500_000
+        self,
+        store: TrackingStore,
+        *,
+        lanes: int = 1,
+        max_group_points: int = 500_000,
+        stats: ServerStats | None = None,
     ) -> None:
         self.store = store
+        self.stats = stats or ServerStats()
         self.max_group_points = max_group_points
         self._queues: list[asyncio.Queue[_Item]] = [asyncio.Queue() for _ in range(lanes)]
         self._tasks: list[asyncio.Task] = []
@@ -93,8 +102,11 @@ class Ingest:
             await self._commit(group)
 
     async def _commit(self, group: list[_Item]) -> None:
+        points = sum(len(b.columns) for b, _ in group)
+        started = time.perf_counter()
         try:
-            await self.store.commit_sequenced([b for b, _ in group])
+            with self.stats.commit_span(len(group), points):
+                await self.store.commit_sequenced([b for b, _ in group])
         except KetchError as exc:
             writers = {(b.run_id, b.writer_id) for b, _ in group}
             if len(writers) == 1:
@@ -108,8 +120,9 @@ class Ingest:
             log.error("group commit of %d batches failed", len(group), exc_info=exc)
             _fail(group, exc)
             return
-        self.committed_points += sum(len(b.columns) for b, _ in group)
+        self.committed_points += points
         self.committed_groups += 1
+        self.stats.record_commit(points, time.perf_counter() - started)
         for batch, fut in group:
             if not fut.done():
                 fut.set_result(batch.seq)
