@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -184,7 +184,9 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
 class ServerProcess:
     """``python -m ketch_server`` as a subprocess, as a user would run it."""
 
-    def __init__(self, data_dir: pathlib.Path, db_url: str | None = None) -> None:
+    def __init__(
+        self, data_dir: pathlib.Path, db_url: str | None = None, extra: Sequence[str] = ()
+    ) -> None:
         self.port = free_port()
         self.data_dir = data_dir
         self.log = data_dir.parent / f"server-{self.port}.log"
@@ -201,6 +203,7 @@ class ServerProcess:
         ]
         if db_url:
             args += ["--db", db_url]
+        args += list(extra)
         self._log = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             args, stdout=self._log, stderr=subprocess.STDOUT, cwd=data_dir.parent

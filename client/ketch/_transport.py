@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ketch import errors
+from ketch import _tracing, errors
 from ketch._config import DEFAULT_URI, Endpoint, parse_uri
+from ketch._credentials import Credentials, open_channel
 from ketch.api.v1 import tracking_pb2_grpc
 
 __all__ = ["Transport"]
@@ -32,12 +33,27 @@ _OPTIONS = [
 ]
 
 
+def _balancing(endpoint: Endpoint) -> list[tuple[str, Any]]:
+    """Round-robin over every address of the target: calls spread across replicas and
+    skip the ones that are down; with TLS, certificates are checked against the name in
+    the URI even when the target lists addresses."""
+    options: list[tuple[str, Any]] = [("grpc.lb_policy_name", "round_robin")]
+    if endpoint.authority:
+        options.append(("grpc.default_authority", endpoint.authority))
+        if endpoint.secure:
+            options.append(("grpc.ssl_target_name_override", endpoint.authority))
+    return options
+
+
 class Transport:
     """Synchronous access to the tracking service at ``uri``."""
 
-    def __init__(self, uri: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, uri: str | None = None, *, timeout: float = 30.0, api_token: str | None = None
+    ) -> None:
         self.uri = uri or os.environ.get("KETCH_TRACKING_URI") or DEFAULT_URI
         self.endpoint: Endpoint = parse_uri(self.uri)
+        self.credentials = Credentials.resolve(api_token)
         self.timeout = timeout
         self._lock = threading.Lock()
         self._pid: int | None = None
@@ -49,11 +65,13 @@ class Transport:
         again in a forked child)."""
         with self._lock:
             if self._channel is None or self._pid != os.getpid():
-                if self.endpoint.secure:
-                    creds = grpc.ssl_channel_credentials()
-                    self._channel = grpc.secure_channel(self.endpoint.target, creds, _OPTIONS)
-                else:
-                    self._channel = grpc.insecure_channel(self.endpoint.target, _OPTIONS)
+                self._channel = open_channel(
+                    self.endpoint.target,
+                    self.endpoint.secure,
+                    self.credentials,
+                    [*_OPTIONS, *_balancing(self.endpoint)],
+                )
+                self._channel = _tracing.intercept(self._channel)
                 self._pid = os.getpid()
                 self._stubs = {}
             stub = self._stubs.get(stub_class)

@@ -84,6 +84,7 @@ class RunRecord:
     environment: dict[str, Any]
     etag: str
     writers: tuple[RunWriter, ...] = ()
+    created_by: str = ""
 
     @property
     def ranks(self) -> list[int]:
@@ -106,6 +107,7 @@ class RunRecord:
             end_time=_time(pb.end_time) if pb.HasField("end_time") else None,
             parent_run_id=pb.parent_run.rpartition("/")[2] or None,
             user=pb.user,
+            created_by=pb.created_by,
             params=dict(pb.params),
             tags=dict(pb.tags),
             metrics={m.key: MetricSummary._from_proto(m) for m in pb.metrics},

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -85,8 +85,11 @@ class ServerProc:
     """``python -m ketch_server`` on a fixed port; it can be frozen, killed and restarted
     on the same port and data directory (a new process each time)."""
 
-    def __init__(self, workdir: pathlib.Path, *, db_url: str | None = None) -> None:
+    def __init__(
+        self, workdir: pathlib.Path, *, db_url: str | None = None, extra: Sequence[str] = ()
+    ) -> None:
         self.workdir = workdir
+        self.extra = list(extra)
         self.data_dir = workdir / "data"
         self.db_url = db_url
         self.port = free_port()
@@ -110,6 +113,7 @@ class ServerProc:
         args += ["--data-dir", str(self.data_dir)]
         if self.db_url:
             args += ["--db", self.db_url]
+        args += self.extra
         with open(self._log_path, "wb") as log:
             return subprocess.Popen(
                 args,

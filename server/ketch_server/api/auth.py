@@ -84,18 +84,24 @@ def required_roles(services: Iterable[str]) -> dict[str, Role]:
 
 
 def _bearer(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
-    for key, value in metadata or ():
-        if key == "authorization":
-            if isinstance(value, bytes):
-                value = value.decode("ascii", "replace")
-            scheme, _, credentials = value.partition(" ")
-            if scheme.lower() != "bearer" or not credentials.strip():
-                raise Unauthenticated(
-                    "the authorization header must be 'Bearer <token>'",
-                    reason="AUTHORIZATION_MALFORMED",
-                )
-            return credentials.strip()
-    return None
+    values = [value for key, value in metadata or () if key == "authorization"]
+    if not values:
+        return None
+    if len(values) > 1:  # which one counts would depend on proxies: refuse the ambiguity
+        raise Unauthenticated(
+            "the call carries several authorization headers; send exactly one",
+            reason="AUTHORIZATION_MALFORMED",
+        )
+    value = values[0]
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    scheme, _, credentials = value.partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise Unauthenticated(
+            "the authorization header must be 'Bearer <token>'",
+            reason="AUTHORIZATION_MALFORMED",
+        )
+    return credentials.strip()
 
 
 def _certificate_name(context: grpc.aio.ServicerContext) -> str | None:

@@ -167,6 +167,7 @@ def run_to_pb(r: Run) -> tracking_pb2.Run:
         delete_time=timestamp_to_pb(r.delete_time),
         parent_run=f"runs/{r.parent_run_id}" if r.parent_run_id else "",
         user=r.user,
+        created_by=r.created_by,
         params=r.params,
         tags=r.tags,
         metrics=[summary_to_pb(m) for m in r.metrics],

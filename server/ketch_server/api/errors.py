@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -49,16 +49,53 @@ def _code_of(exc: errors.KetchError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+# Error messages quote what the caller sent; capped so that the status trailers stay
+# well under clients' metadata limits (16 KiB by default in gRPC) whatever was sent.
+MAX_MESSAGE_CHARS = 1024
+MAX_METADATA_CHARS = 256
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 15] + "...(truncated)"
+
+
 def to_status(exc: errors.KetchError) -> grpc.Status:
-    """The rich status for a domain error."""
+    """The rich status for a domain error (message and metadata values capped)."""
     code = _code_of(exc)
-    info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=exc.metadata)
+    metadata = {k[:64]: _cap(v, MAX_METADATA_CHARS) for k, v in list(exc.metadata.items())[:16]}
+    info = error_details_pb2.ErrorInfo(reason=exc.reason[:64], domain=DOMAIN, metadata=metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
     status = status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=exc.message, details=[detail]
+        code=getattr(code_pb2, code.name),
+        message=_cap(exc.message, MAX_MESSAGE_CHARS),
+        details=[detail],
     )
     return rpc_status.to_status(status)
+
+
+def _parser(deserialize: Callable[[bytes], Any], method: str) -> Callable[[bytes], Any]:
+    """Parse request bytes here rather than in gRPC, so that bytes that are not the
+    method's message become INVALID_ARGUMENT with ErrorInfo instead of a bare UNKNOWN."""
+    service_method = method.rsplit("/", 1)[-1]
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except Exception as exc:
+            raise errors.InvalidArgument(
+                "request",
+                f"the bytes sent to {service_method} are not a valid request message "
+                f"({type(exc).__name__}); check that client and server use the same API",
+                reason="MALFORMED_REQUEST",
+            ) from None
+
+    return parse
+
+
+async def _parsed(raw_requests: AsyncIterator[bytes], parse: Callable[[bytes], Any]):
+    async for raw in raw_requests:
+        yield parse(raw)
 
 
 def _internal(method: str, exc: BaseException) -> grpc.Status:
@@ -82,9 +119,10 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseExcept
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-def _wrap_unary(method: str, fn: Callable[..., Awaitable[Any]]):
+def _wrap_unary(method: str, fn: Callable[..., Awaitable[Any]], parse, streaming: bool):
     async def handler(request, context):
         try:
+            request = _parsed(request, parse) if streaming else parse(request)
             return await fn(request, context)
         except (grpc.aio.AbortError, grpc.aio.UsageError):  # context.abort already called
             raise
@@ -94,9 +132,10 @@ def _wrap_unary(method: str, fn: Callable[..., Awaitable[Any]]):
     return handler
 
 
-def _wrap_stream(method: str, fn: Callable[..., Any]):
+def _wrap_stream(method: str, fn: Callable[..., Any], parse, streaming: bool):
     async def handler(request, context):
         try:
+            request = _parsed(request, parse) if streaming else parse(request)
             async for item in fn(request, context):
                 yield item
         except (grpc.aio.AbortError, grpc.aio.UsageError):
@@ -115,26 +154,28 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or not method.startswith("/ketch."):
             return handler  # health and reflection keep their own semantics
+        parse = _parser(handler.request_deserializer or (lambda raw: raw), method)
+        # request_deserializer=None: the wrapped handler gets bytes and parses them.
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
-                handler.request_deserializer,
+                _wrap_unary(method, handler.unary_unary, parse, False),
+                None,
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(method, handler.stream_unary),
-                handler.request_deserializer,
+                _wrap_unary(method, handler.stream_unary, parse, True),
+                None,
                 handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),
-                handler.request_deserializer,
+                _wrap_stream(method, handler.unary_stream, parse, False),
+                None,
                 handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(method, handler.stream_stream),
-            handler.request_deserializer,
+            _wrap_stream(method, handler.stream_stream, parse, True),
+            None,
             handler.response_serializer,
         )

@@ -157,6 +157,15 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
         return tracking_pb2.LogMetricsResponse(points_written=written)
 
     async def StreamMetrics(self, request_iterator, context):
+        stats = self.ingest.stats
+        stats.stream_opened()
+        try:
+            async for response in self._stream_metrics(request_iterator):
+                yield response
+        finally:
+            stats.stream_closed()
+
+    async def _stream_metrics(self, request_iterator):
         requests = request_iterator.__aiter__()
         first = await anext(requests, None)
         if first is None or first.WhichOneof("kind") != "open":
@@ -210,6 +219,8 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
         await pending.put(_END)
 
     async def ReadMetricHistory(self, request, context):
+        if request.encoding not in common_pb2.ColumnEncoding.values():
+            raise InvalidArgument("encoding", f"unknown column encoding {request.encoding}")
         series = await self.service.read_metric_history(
             request.run,
             list(request.keys),

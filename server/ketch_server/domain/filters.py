@@ -208,6 +208,7 @@ _ATTRIBUTES = {
     "display_name": _Attribute("string"),
     "state": _Attribute("state"),
     "user": _Attribute("string"),
+    "created_by": _Attribute("string", nullable=True),
     "experiment_id": _Attribute("string"),
     "parent_run_id": _Attribute("string", nullable=True, orderable=False),
     "start_time": _Attribute("time"),

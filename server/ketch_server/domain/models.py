@@ -140,6 +140,7 @@ class Run:
     environment: RunEnvironment
     revision: int
     writers: tuple[RunWriter, ...] = ()
+    created_by: str = ""
 
     @property
     def etag(self) -> str:

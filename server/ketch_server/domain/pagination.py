@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,18 @@ def encode_token(query: str, values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
+def _plain(value: Any) -> bool:
+    """A sort value this server could have written: text, a BIGINT, a float (±inf
+    included: metrics may be infinite; NaN is written as None), None."""
+    if value is None or isinstance(value, str):
+        return True
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, float) and not math.isnan(value)
+
+
 def decode_token(token: str, query: str, arity: int) -> list[Any]:
     """Return the sort values in ``token``.
 
@@ -48,9 +61,9 @@ def decode_token(token: str, query: str, arity: int) -> list[Any]:
             and payload.get("v") == _VERSION
             and isinstance(payload.get("k"), list)
             and len(payload["k"]) == arity
-            and all(isinstance(v, (str, int, float, type(None))) for v in payload["k"])
+            and all(_plain(v) for v in payload["k"])
         )
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep JSON nesting too
         ok = False
     if not ok:
         raise InvalidArgument(

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, not_, or_, select
 
+from ketch_server.domain.errors import InvalidArgument
 from ketch_server.domain.filters import And, Comparison, Field, Node, Not, Or, OrderKey
 from ketch_server.store.schema import metric_summaries, params, runs, tags
 
@@ -24,6 +25,7 @@ _ATTRIBUTES = {
     "display_name": runs.c.display_name,
     "state": runs.c.state,
     "user": runs.c.user,
+    "created_by": runs.c.created_by,
     "experiment_id": runs.c.experiment_id,
     "parent_run_id": runs.c.parent_run_id,
     "start_time": runs.c.start_time,
@@ -102,6 +104,35 @@ def order_columns(order: Sequence[OrderKey]) -> list[tuple[Any, bool]]:
 
 def order_clauses(sort: Sequence[tuple[Any, bool]]) -> list[Any]:
     return [(expr.desc() if desc else expr.asc()).nulls_last() for expr, desc in sort]
+
+
+def check_last(sort: Sequence[tuple[Any, bool]], last: Sequence[Any]) -> None:
+    """Refuse page-token sort values that do not fit their sort expressions (a token is
+    opaque, not signed): text where a number sorts, or a number where text does.
+
+    Raises:
+        InvalidArgument(page_token).
+    """
+    for i, ((expr, _desc), value) in enumerate(zip(sort, last, strict=True)):
+        if value is None and i < len(sort) - 1:
+            continue  # NULLs sort last; the final key (the run id) is never NULL
+        python_type = _python_type(expr)
+        numeric = python_type in (int, float)
+        if (
+            value is None
+            or (numeric and isinstance(value, str))
+            or (python_type is str and not isinstance(value, str))
+        ):
+            raise InvalidArgument(
+                "page_token", "is not a token this server issued; pass next_page_token unchanged"
+            )
+
+
+def _python_type(expr: Any) -> type | None:
+    try:
+        return expr.type.python_type
+    except (AttributeError, NotImplementedError):
+        return None
 
 
 def after(sort: Sequence[tuple[Any, bool]], last: Sequence[Any]) -> ColumnElement[bool]:

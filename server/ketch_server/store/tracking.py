@@ -351,6 +351,7 @@ class TrackingStore(SqlStore):
             stmt = stmt.where(search.compile_filter(where))
         if page_token:
             last = decode_token(page_token, query, len(sort))
+            search.check_last(sort, last)
             stmt = stmt.where(search.after(sort, last))
         stmt = stmt.order_by(*search.order_clauses(sort)).limit(page_size + 1)
         async with self._tx() as conn:
@@ -772,6 +773,7 @@ def _run(row, *, p: dict, t: dict, m: list, w: list) -> Run:
         ),
         revision=row["revision"],
         writers=tuple(w),
+        created_by=row["created_by"] or "",
     )
 
 

@@ -168,7 +168,7 @@ class RunEnvironment(_message.Message):
     def __init__(self, python_version: _Optional[str] = ..., platform: _Optional[str] = ..., hostname: _Optional[str] = ..., cpu_count: _Optional[int] = ..., packages: _Optional[_Iterable[str]] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., gpu_driver_version: _Optional[str] = ..., cuda_version: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("name", "run_id", "experiment", "display_name", "state", "lifecycle_state", "start_time", "end_time", "update_time", "delete_time", "parent_run", "user", "params", "tags", "metrics", "source", "environment", "etag", "writers")
+    __slots__ = ("name", "run_id", "experiment", "display_name", "state", "lifecycle_state", "start_time", "end_time", "update_time", "delete_time", "parent_run", "user", "params", "tags", "metrics", "source", "environment", "etag", "writers", "created_by")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -202,6 +202,7 @@ class Run(_message.Message):
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     WRITERS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     name: str
     run_id: str
     experiment: str
@@ -221,7 +222,8 @@ class Run(_message.Message):
     environment: RunEnvironment
     etag: str
     writers: _containers.RepeatedCompositeFieldContainer[RunWriter]
-    def __init__(self, name: _Optional[str] = ..., run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., display_name: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., lifecycle_state: _Optional[_Union[_common_pb2.LifecycleState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parent_run: _Optional[str] = ..., user: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Iterable[_Union[_common_pb2.MetricSummary, _Mapping]]] = ..., source: _Optional[_Union[RunSource, _Mapping]] = ..., environment: _Optional[_Union[RunEnvironment, _Mapping]] = ..., etag: _Optional[str] = ..., writers: _Optional[_Iterable[_Union[RunWriter, _Mapping]]] = ...) -> None: ...
+    created_by: str
+    def __init__(self, name: _Optional[str] = ..., run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., display_name: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., lifecycle_state: _Optional[_Union[_common_pb2.LifecycleState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parent_run: _Optional[str] = ..., user: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Iterable[_Union[_common_pb2.MetricSummary, _Mapping]]] = ..., source: _Optional[_Union[RunSource, _Mapping]] = ..., environment: _Optional[_Union[RunEnvironment, _Mapping]] = ..., etag: _Optional[str] = ..., writers: _Optional[_Iterable[_Union[RunWriter, _Mapping]]] = ..., created_by: _Optional[str] = ...) -> None: ...
 
 class RunWriter(_message.Message):
     __slots__ = ("writer_id", "rank", "host", "points", "committed_seq")
