@@ -6,7 +6,7 @@ the ``ketch lineage`` command names them::
     run:RUN_ID                  (or runs/RUN_ID)
     dataset:NAME@DIGEST         (or datasets/DATASET_ID, or a ketch.Dataset)
     artifact:RUN_ID/PATH        (or runs/RUN_ID/artifacts/PATH)
-    model:NAME/VERSION          (reserved for the model registry)
+    model:NAME/VERSION          (or models/NAME/versions/VERSION)
 """
 
 from __future__ import annotations
@@ -339,7 +339,6 @@ class LineageMethods:
         Raises:
             ketch.errors.NotFound: the node does not exist.
             ketch.errors.ResourceExhausted: the graph is larger than ``max_nodes``.
-            ketch.errors.FailedPrecondition: model versions (no model registry yet).
         """
         if direction not in _DIRECTIONS:
             raise errors.InvalidArgument(

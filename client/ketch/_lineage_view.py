@@ -49,12 +49,6 @@ def add_lineage_command(
 
 def _lineage(args: argparse.Namespace, client: Callable[[argparse.Namespace], Client]) -> int:
     fmt = args.format or ("json" if args.json else "tree")
-    if args.node.startswith("model:"):
-        from ketch import errors
-
-        raise errors.FailedPrecondition(
-            f"{args.node}: model versions are not available until the model registry exists"
-        )
     with client(args) as c:
         graph = c.get_lineage(args.node, args.direction, args.depth)
     render = {"tree": to_tree, "dot": to_dot, "mermaid": to_mermaid, "json": to_json}[fmt]

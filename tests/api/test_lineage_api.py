@@ -135,9 +135,9 @@ def test_validation_errors_name_the_field(channel):
         (
             stub.GetLineage,
             lineage_pb2.GetLineageRequest(
-                node=lineage_pb2.NodeRef(model_version="models/m/versions/1")
+                node=lineage_pb2.NodeRef(model_version="models/m/versions/one")
             ),
-            grpc.StatusCode.FAILED_PRECONDITION,
+            IA,
             "node.model_version",
         ),
         (stub.ForkRun, lineage_pb2.ForkRunRequest(source_run=run, step=-1), IA, "step"),
@@ -235,7 +235,7 @@ def test_sdk_records_inputs_outputs_and_reads_the_graph(server, client):
     assert client.get_dataset("train", "sha256:nope") is None
     with pytest.raises(errors.ResourceExhausted):
         client.get_lineage(f"run:{fit.id}", depth=5, max_nodes=2)
-    with pytest.raises(errors.FailedPrecondition, match="model registry"):
+    with pytest.raises(errors.NotFound, match="models/churn/versions/1 not found"):
         client.get_lineage("model:churn/1")
     with pytest.raises(errors.InvalidArgument):
         client.get_lineage("dataset:no-digest")

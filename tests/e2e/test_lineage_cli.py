@@ -77,7 +77,7 @@ def test_lineage_in_every_format(cli_env, graph):
 def test_lineage_errors(cli_env, graph):
     model = ketch_cli(cli_env, "lineage", "model:churn/3")
     assert model.returncode == 1
-    assert "not available until the model registry exists" in model.stderr
+    assert "model version models/churn/versions/3 not found" in model.stderr
     bad = ketch_cli(cli_env, "lineage", "dataset:nodigest")
     assert bad.returncode == 1 and "dataset:NAME@DIGEST" in bad.stderr
     missing = ketch_cli(cli_env, "lineage", "run:" + "0" * 32)

@@ -1,17 +1,18 @@
 """Lineage in the shape of ML Metadata: nodes, immutable events (edges) and datasets.
 
 A node is ``(kind, ref)``: a run (ref = run id), a dataset (dataset id), an
-artifact (``{run_id}/{path}``) or a model version (``{model}/{version}``; reserved
-for the model registry). Every edge points downstream, from what came first to
-what was derived from it:
+artifact (``{run_id}/{path}``) or a model version (``{model}/{version}``, from
+the model registry). Every edge points downstream, from what came first to what
+was derived from it:
 
 * CONSUMED     dataset/artifact -> run that read it
 * PRODUCED     run -> dataset/artifact it wrote
 * CHILD_OF     parent run -> child run (derived from the runs' parent, never stored)
 * FORKED_FROM  source run -> fork, at a step
+* PRODUCED     run -> model version registered from its artifact (context "registered")
 
 Pure: no gRPC, protobuf or SQL. The validation helpers raise ``InvalidArgument``
-naming the field, or ``FailedPrecondition`` for what is not available yet.
+naming the field.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import enum
 import json
 
 from ketch_server.domain import validation
-from ketch_server.domain.errors import FailedPrecondition, InvalidArgument
+from ketch_server.domain.errors import InvalidArgument
 from ketch_server.domain.ids import RUN, parse_name
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "check_dataset",
     "check_depth",
     "check_max_nodes",
-    "model_registry_missing",
     "node_name",
 ]
 
@@ -227,11 +227,3 @@ def check_max_nodes(max_nodes: int) -> int:
     if not 1 <= max_nodes <= LIMITS.max_nodes:
         raise InvalidArgument("max_nodes", f"must be between 1 and {LIMITS.max_nodes} (0: default)")
     return max_nodes
-
-
-def model_registry_missing(field: str) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"{field}: model versions are not available until the model registry exists",
-        reason="MODEL_REGISTRY_UNAVAILABLE",
-        field=field,
-    )

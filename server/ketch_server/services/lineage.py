@@ -99,8 +99,6 @@ class LineageService:
             root = NodeRef(
                 NodeKind.DATASET, (await self.get_dataset(root, field="node.dataset")).id
             )
-        if root.kind is NodeKind.MODEL_VERSION:
-            raise lineage.model_registry_missing("node.model_version")
         return await self.store.get_lineage(root, direction, depth, max_nodes)
 
     # ----------------------------------------------------------------- fork

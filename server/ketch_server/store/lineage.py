@@ -55,6 +55,7 @@ from ketch_server.domain.lineage import (
     Node,
     NodeKind,
     NodeRef,
+    node_name,
 )
 from ketch_server.domain.models import Lifecycle, MetricColumns, RunState
 from ketch_server.store.schema import (
@@ -64,6 +65,7 @@ from ketch_server.store.schema import (
     metric_chunks,
     metric_keys,
     metric_summaries,
+    model_versions,
     params,
     runs,
     tags,
@@ -242,6 +244,23 @@ class LineageStore(TrackingStore):
                 raise NotFound(f"datasets/{root.ref}", f"dataset datasets/{root.ref} not found")
         elif root.kind is NodeKind.ARTIFACT:
             await self._run_row(conn, root.ref.partition("/")[0])
+        elif root.kind is NodeKind.MODEL_VERSION and not await self._registered_versions(
+            conn, [root.ref]
+        ):
+            name = node_name(root.kind, root.ref)
+            raise NotFound(name, f"model version {name} not found")
+
+    async def _registered_versions(self, conn: AsyncConnection, refs: list[str]) -> set[str]:
+        """The refs (``{model}/{version}``) of registered model versions among ``refs``."""
+        keys = [(m, int(v)) for m, _, v in (r.partition("/") for r in refs) if v.isdigit()]
+        found: set[str] = set()
+        for part in _chunked(keys):
+            mv = model_versions.c
+            rows = await conn.execute(
+                select(mv.model, mv.version).where(tuple_(mv.model, mv.version).in_(part))
+            )
+            found.update(f"{m}/{v}" for m, v in rows)
+        return found
 
     async def _reached(
         self, conn: AsyncConnection, walk, depth: int, max_nodes: int, root: NodeRef
@@ -333,8 +352,9 @@ class LineageStore(TrackingStore):
                 )
             )
             uploaded.update((r, p) for r, p in rows)
+        registered = await self._registered_versions(conn, by_kind.get("MODEL_VERSION", []))
         nodes = [
-            _node(NodeKind(kind), ref, depth, run_info, dataset_info, uploaded)
+            _node(NodeKind(kind), ref, depth, run_info, dataset_info, uploaded, registered)
             for (kind, ref), depth in reached.items()
         ]
         nodes.sort(key=lambda n: (n.depth, n.kind.value, n.display_name, n.ref))
@@ -733,7 +753,9 @@ def _dataset(row) -> Dataset:
     )
 
 
-def _node(kind: NodeKind, ref: str, depth: int, run_info, dataset_info, uploaded) -> Node:
+def _node(
+    kind: NodeKind, ref: str, depth: int, run_info, dataset_info, uploaded, registered=frozenset()
+) -> Node:
     if kind is NodeKind.RUN:
         info = run_info.get(ref)
         if info is None:
@@ -748,7 +770,8 @@ def _node(kind: NodeKind, ref: str, depth: int, run_info, dataset_info, uploaded
     if kind is NodeKind.ARTIFACT:
         run_id, _, path = ref.partition("/")
         return Node(kind, ref, path, depth, exists=(run_id, path) in uploaded)
-    return Node(kind, ref, ref, depth, exists=False)
+    model, _, version = ref.partition("/")
+    return Node(kind, ref, f"{model} v{version}", depth, exists=ref in registered)
 
 
 def _fork_name(source_name: str, step: int) -> str:
