@@ -14,6 +14,14 @@ For queries, :class:`ketch.Client`. Errors are in :mod:`ketch.errors`.
 from ketch import errors
 from ketch._client import Client
 from ketch._lineage import Dataset, Lineage, LineageEdge, LineageNode
+from ketch._registry import (
+    ModelVersion,
+    RegisteredModel,
+    RegistryEvent,
+    StagePolicy,
+    TransitionRequest,
+    download_model,
+)
 from ketch._run import (
     Run,
     active_run,
@@ -38,10 +46,16 @@ __all__ = [
     "LineageNode",
     "MetricHistory",
     "MetricSummary",
+    "ModelVersion",
+    "RegisteredModel",
+    "RegistryEvent",
     "Run",
     "RunRecord",
+    "StagePolicy",
+    "TransitionRequest",
     "__version__",
     "active_run",
+    "download_model",
     "errors",
     "finish",
     "init",

@@ -3,6 +3,7 @@
 Usage::
 
     ketch server [--port 50051] [--data-dir DIR] [--db URL]
+    ketch server status [--json]
     ketch db upgrade [--db URL] [--data-dir DIR]
     ketch db current [--db URL] [--data-dir DIR]
     ketch experiments list [--all | --deleted] [--json]
@@ -12,12 +13,15 @@ Usage::
     ketch runs plot RUN_ID [...] --key KEY [...] [--max-points N] [--out FILE.png]
     ketch lineage NODE [--direction up|down|both] [--depth N] [--format tree|dot|mermaid|json]
     ketch artifacts list RUN [PATH] | upload RUN LOCAL [--path P] | download RUN [PATH] [--dst D]
+    ketch admin whoami | token create --name N --role R [--ttl 30d] | token list | token revoke ID
+    ketch models create|list|show|register|alias|policy|request|approve|reject|watch|history ...
 
 Commands that talk to a server take ``--uri`` (default KETCH_TRACKING_URI, else
 ``grpc://127.0.0.1:50051``). SDK errors print ``ketch: <message>`` on stderr and
-exit 1; usage errors exit 2. ``--json`` writes one strict JSON document on stdout:
-times are ISO-8601 UTC strings and NaN/±inf are the strings "NaN", "Infinity"
-and "-Infinity".
+exit 1; usage errors exit 2; ``ketch models`` also exits 3 (not found), 4 (denied),
+5 (policy not met) and 6 (conflict), see :mod:`ketch._models_cli`. ``--json``
+writes one strict JSON document on stdout: times are ISO-8601 UTC strings and
+NaN/±inf are the strings "NaN", "Infinity" and "-Infinity".
 """
 
 from __future__ import annotations
@@ -35,10 +39,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 from ketch import errors
+from ketch._admin_cli import add_admin_command
 from ketch._artifacts_cli import add_artifacts_command
 from ketch._client import Client
 from ketch._config import DEFAULT_URI
 from ketch._lineage_view import add_lineage_command
+from ketch._models_cli import add_models_command
+from ketch._status_cli import add_status_command
 from ketch._types import Experiment, RunRecord
 
 __all__ = ["main"]
@@ -56,7 +63,7 @@ _PARAM_COLUMNS = 3
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``ketch`` command with ``argv`` (default ``sys.argv[1:]``); exits the process."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["server"]:
+    if argv[:1] == ["server"] and argv[1:2] != ["status"]:
         _serve(argv[1:])
         return
     args = _parser().parse_args(argv)
@@ -115,11 +122,14 @@ def _parser() -> argparse.ArgumentParser:
         "server", help="run the ketch server (ketch server --help)", add_help=False
     )
     server.set_defaults(handler=lambda _args: _serve([]))
+    add_status_command(server, _remote_options(), _uri)
     _add_db(commands)
     _add_experiments(commands, _remote_options())
     _add_runs(commands, _remote_options())
     add_lineage_command(commands, _remote_options(), _client)
     add_artifacts_command(commands, _remote_options(), _client)
+    add_admin_command(commands, _remote_options(), _client)
+    add_models_command(commands, _remote_options(), _client)
     _add_sync(commands)
     return parser
 
@@ -432,6 +442,7 @@ def _overview(run: RunRecord, experiment: str) -> list[list[str]]:
         ["experiment", f"{experiment} ({run.experiment_id})"],
         ["name", run.name],
         ["state", f"{run.state} (deleted)" if run.deleted else run.state],
+        ["created by", run.created_by],
         ["user", run.user],
         ["started", _local(run.start_time, seconds=True)],
         ["ended", _local(run.end_time, seconds=True)],
@@ -589,6 +600,7 @@ def _run_json(run: RunRecord, experiment: str, *, packages: bool = False) -> dic
         "state": run.state,
         "deleted": run.deleted,
         "user": run.user,
+        "created_by": run.created_by,
         "start_time": _iso(run.start_time),
         "end_time": _iso(run.end_time),
         "duration_seconds": _seconds(run),

@@ -10,6 +10,7 @@ from google.protobuf import field_mask_pb2
 from ketch import errors
 from ketch._artifacts import ArtifactMethods
 from ketch._lineage import LineageMethods
+from ketch._registry import RegistryMethods
 from ketch._transport import Transport
 from ketch._types import Experiment, MetricHistory, RunRecord
 from ketch.api.v1 import common_pb2, tracking_pb2
@@ -43,22 +44,29 @@ def _view(view: str) -> int:
         ) from None
 
 
-class Client(ArtifactMethods, LineageMethods):
+class Client(ArtifactMethods, LineageMethods, RegistryMethods):
     """A synchronous, thread-safe client of one ketch server.
 
     Artifacts (``log_artifact``, ``log_artifacts``, ``list_artifacts``,
     ``download_artifacts``, ``log_model``) are documented in :mod:`ketch._artifacts`;
     datasets, lineage and forks (``log_inputs``, ``log_outputs``, ``get_lineage``,
-    ``fork_run``, ``create_dataset``, ``get_dataset``) in :mod:`ketch._lineage`.
+    ``fork_run``, ``create_dataset``, ``get_dataset``) in :mod:`ketch._lineage`; the
+    model registry (``create_model``, ``register_model``, ``get_model_version``,
+    ``set_alias``, ``request_transition``, ``approve``, ``watch_registry``, ...) in
+    :mod:`ketch._registry`.
 
     Args:
         uri: ``grpc://host:port`` or ``grpcs://host:port``; default KETCH_TRACKING_URI,
             else ``grpc://127.0.0.1:50051``.
         timeout: Seconds each call may take.
+        api_token: bearer token; default KETCH_API_TOKEN. TLS settings come from
+            KETCH_TLS_CA / KETCH_TLS_CERT / KETCH_TLS_KEY (see :mod:`ketch._credentials`).
     """
 
-    def __init__(self, uri: str | None = None, *, timeout: float = 30.0) -> None:
-        self._transport = Transport(uri, timeout=timeout)
+    def __init__(
+        self, uri: str | None = None, *, timeout: float = 30.0, api_token: str | None = None
+    ) -> None:
+        self._transport = Transport(uri, timeout=timeout, api_token=api_token)
 
     def close(self) -> None:
         self._transport.close()

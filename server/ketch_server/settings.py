@@ -27,6 +27,9 @@ class Settings:
     log_json: bool = False
     grace_seconds: float = 10.0
     max_message_bytes: int = 64 * 1024 * 1024
+    # Close client connections after this long (then --grace for their calls): clients
+    # reconnect and rebalance across replicas. None or 0: never.
+    max_connection_age_seconds: float | None = None
     health_interval_seconds: float = 5.0
     migrate: bool = True
     allow_anonymous: bool = False
@@ -37,6 +40,15 @@ class Settings:
     s3_secret_key: str | None = None
     s3_region: str | None = None
     s3_secure: bool = True
+    # Identity: "none" (loopback only unless allow_anonymous), "token" or "mtls".
+    auth: str = "none"
+    tls_cert: pathlib.Path | None = None
+    tls_key: pathlib.Path | None = None
+    tls_client_ca: pathlib.Path | None = None
+    certificate_role: str = "reader"
+    token_cache_seconds: float = 5.0
+    max_streams_per_principal: int = 512
+    allow_plaintext_tokens: bool = False
 
     @property
     def address(self) -> str:
@@ -48,6 +60,15 @@ class Settings:
         if self.db_url:
             return self.db_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'ketch.db').resolve()}"
+
+
+def _auth_mode(value: str) -> str:
+    if value.strip().lower() not in ("none", "token", "mtls"):
+        raise ValueError(value)
+    return value.strip().lower()
+
+
+_auth_mode.__name__ = "auth mode (none, token or mtls)"
 
 
 def _boolean(value: str) -> bool:
@@ -90,6 +111,14 @@ _OPTIONS: Sequence[tuple[str, str, str, Callable[[str], Any], str]] = (
         "largest gRPC message accepted or sent (default 64 MiB)",
     ),
     (
+        "--max-connection-age",
+        "KETCH_MAX_CONNECTION_AGE_SECONDS",
+        "max_connection_age_seconds",
+        float,
+        "seconds after which a client connection is closed (its calls get --grace more) so "
+        "clients reconnect and rebalance across replicas (default: never)",
+    ),
+    (
         "--artifacts",
         "KETCH_ARTIFACTS",
         "artifacts",
@@ -107,6 +136,44 @@ _OPTIONS: Sequence[tuple[str, str, str, Callable[[str], Any], str]] = (
         _boolean,
         "use https for the S3 endpoint: true or false (default true)",
     ),
+    (
+        "--auth",
+        "KETCH_AUTH",
+        "auth",
+        _auth_mode,
+        "none (loopback only), token (API tokens) or mtls (client certificates or tokens)",
+    ),
+    ("--tls-cert", "KETCH_TLS_CERT", "tls_cert", pathlib.Path, "server certificate (PEM)"),
+    ("--tls-key", "KETCH_TLS_KEY", "tls_key", pathlib.Path, "server private key (PEM)"),
+    (
+        "--tls-client-ca",
+        "KETCH_TLS_CLIENT_CA",
+        "tls_client_ca",
+        pathlib.Path,
+        "CA bundle (PEM) that signs client certificates; required by --auth mtls",
+    ),
+    (
+        "--certificate-role",
+        "KETCH_CERTIFICATE_ROLE",
+        "certificate_role",
+        str,
+        "role of certificate principals nobody set a role for (default reader)",
+    ),
+    (
+        "--token-cache-seconds",
+        "KETCH_TOKEN_CACHE_SECONDS",
+        "token_cache_seconds",
+        float,
+        "how long a replica trusts a verified token before re-reading it; bounds how long "
+        "a revoked token still works on other replicas (default 5)",
+    ),
+    (
+        "--max-streams-per-principal",
+        "KETCH_MAX_STREAMS_PER_PRINCIPAL",
+        "max_streams_per_principal",
+        int,
+        "open streaming calls one principal may hold on this replica (default 512)",
+    ),
 )
 
 
@@ -116,6 +183,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=field, type=kind, default=None, help=f"{text} [env {env}]")
     parser.add_argument(
         "--log-json", action="store_true", default=None, help="log one JSON object per line"
+    )
+    parser.add_argument(
+        "--allow-plaintext-tokens",
+        action="store_true",
+        default=None,
+        help="accept API tokens without TLS on a non-loopback address (only when TLS "
+        "terminates in front of ketch, e.g. in a service mesh)",
     )
     parser.add_argument(
         "--allow-anonymous",
@@ -143,4 +217,6 @@ def from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         values["log_json"] = True
     if getattr(ns, "allow_anonymous", None):
         values["allow_anonymous"] = True
+    if getattr(ns, "allow_plaintext_tokens", None):
+        values["allow_plaintext_tokens"] = True
     return Settings(**values)

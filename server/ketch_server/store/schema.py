@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Double,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -25,7 +27,9 @@ from sqlalchemy import (
 
 __all__ = [
     "api_tokens",
+    "approvals",
     "artifacts",
+    "audit_events",
     "blobs",
     "datasets",
     "experiments",
@@ -34,11 +38,17 @@ __all__ = [
     "metric_chunks",
     "metric_keys",
     "metric_summaries",
+    "model_aliases",
+    "model_versions",
     "params",
     "principals",
+    "registered_models",
+    "registry_counters",
+    "registry_policies",
     "runs",
     "stream_cursors",
     "tags",
+    "transition_requests",
     "uploads",
 ]
 
@@ -276,4 +286,140 @@ api_tokens = Table(
     Column("revoke_time", BigInteger),
     Column("last_used_time", BigInteger),
     Index(None, "principal"),
+)
+
+# ------------------------------------------------------------------ registry (0007)
+# Keyed by model name (immutable). Every registry write locks its model's row first
+# (SELECT ... FOR UPDATE; on SQLite a write as the first statement), and appends its
+# audit events last, numbered from registry_counters (see store/registry.py).
+
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("tags", Text, nullable=False),  # JSON object
+    Column("owner", String(128), nullable=False),
+    Column("latest_version", BigInteger, nullable=False),
+    Column("request_id", String(128), unique=True),
+    Column("create_time", BigInteger, nullable=False),
+    Column("update_time", BigInteger, nullable=False),
+    Column("revision", Integer, nullable=False),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("model", String(128), ForeignKey("registered_models.name"), primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("stage", String(16), nullable=False),
+    Column("stage_time", BigInteger, nullable=False),
+    Column("source_run_id", ID, ForeignKey("runs.id"), nullable=False),
+    Column("source_path", String(1024), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("tags", Text, nullable=False),  # JSON object
+    Column("created_by", String(128), nullable=False),
+    Column("request_id", String(128), unique=True),
+    Column("create_time", BigInteger, nullable=False),
+    Column("update_time", BigInteger, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Index(None, "model", "stage", "stage_time"),
+    Index(None, "source_run_id"),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column("model", String(128), ForeignKey("registered_models.name"), primary_key=True),
+    Column("alias", String(64), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("update_time", BigInteger, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+    ForeignKeyConstraint(
+        ["model", "version"],
+        ["model_versions.model", "model_versions.version"],
+        name="fk_model_aliases_version_model_versions",
+    ),
+    Index(None, "model", "version"),
+)
+
+# One row per (model, target stage) with a policy set; other stages use the defaults.
+registry_policies = Table(
+    "registry_policies",
+    metadata,
+    Column("model", String(128), ForeignKey("registered_models.name"), primary_key=True),
+    Column("stage", String(16), primary_key=True),
+    Column("approvals_required", Integer, nullable=False),
+    Column("approver_roles", String(128), nullable=False),  # comma-separated role names
+    Column("gates", Text, nullable=False),  # JSON list of run filters
+    Column("archive_existing", Boolean, nullable=False),
+    Column("max_versions", Integer, nullable=False),
+    Column("expiry_seconds", BigInteger, nullable=False),
+    Column("allowed_from", String(64), nullable=False),  # comma-separated stages
+    Column("update_time", BigInteger, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
+transition_requests = Table(
+    "transition_requests",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("model", String(128), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("from_stage", String(16), nullable=False),
+    Column("target_stage", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("requested_by", String(128), nullable=False),
+    Column("resolution", Text, nullable=False),
+    Column("request_id", String(128), unique=True),
+    Column("create_time", BigInteger, nullable=False),
+    Column("update_time", BigInteger, nullable=False),
+    Column("expire_time", BigInteger, nullable=False),
+    ForeignKeyConstraint(
+        ["model", "version"],
+        ["model_versions.model", "model_versions.version"],
+        name="fk_transition_requests_version_model_versions",
+    ),
+    Index(None, "model", "version", "state"),
+)
+
+# Votes: one per (request, principal).
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("transition_id", ID, ForeignKey("transition_requests.id"), primary_key=True),
+    Column("principal", String(128), primary_key=True),
+    Column("decision", String(16), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("evidence", Text, nullable=False),  # JSON {"url": ..., "checks": {...}}
+    Column("digest", String(64), nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+)
+
+# Append-only. seq is allocated from registry_counters in the writing transaction,
+# so it is gap-free and in commit order (the watch stream depends on it).
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_time", BigInteger, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("resource", String(512), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("before_json", Text, nullable=False),
+    Column("after_json", Text, nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Index(None, "model", "seq"),
+)
+
+registry_counters = Table(
+    "registry_counters",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )
