@@ -1,12 +1,15 @@
 """Scale-out on one machine: three server processes on one PostgreSQL database and one
 S3 store, the SDK given all three (round-robin). Calls spread over the replicas, a
 multi-call artifact upload crosses replicas, and killing the replica that carries a
-training stream loses nothing: the SDK fails over and resumes on another one."""
+training stream loses nothing: the SDK fails over and resumes on another one; registry
+moves made through any replica reach a watcher connected to another, in order."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import pathlib
+import threading
 import uuid
 from collections import Counter
 
@@ -118,3 +121,46 @@ def test_killing_the_replica_under_a_stream_loses_nothing(replicas, tmp_path):
             assert_exactly_once(client, run_id, STEPS)
     finally:
         trainer.kill()
+
+
+def test_registry_moves_on_any_replica_reach_a_watcher_on_another(replicas, tmp_path):
+    balanced = ketch.Client(_balanced(replicas))
+    run = ketch.init(
+        "scale-out-registry",
+        uri=_balanced(replicas),
+        system_metrics=False,
+        capture_environment=False,
+        spool_dir=tmp_path / "spool",
+    )
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.bin").write_bytes(b"w" * 1000)
+    run.log_model(tmp_path / "model", "scaled")
+    run.finish()
+    versions = [balanced.register_model("scaled", run.id).version for _ in range(4)]
+
+    watcher = ketch.Client(replicas[0].uri)
+    start = list(watcher.audit_log("scaled"))[-1].cursor
+    events: list = []
+
+    def watch() -> None:
+        for event in watcher.watch_registry(["scaled"], from_cursor=start, timeout=60):
+            events.append(event)
+            if len(events) == 12:
+                return
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+
+    # Twelve alias moves from four threads, each through the balanced channel.
+    def move(i: int) -> None:
+        balanced.set_alias("scaled", f"alias-{i % 3}", versions[i % len(versions)])
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(move, range(12)))
+    thread.join(60)
+    assert len(events) == 12, [e.action for e in events]
+    assert {e.action for e in events} == {"ALIAS_SET"}
+    sequences = [e.sequence for e in events]
+    assert sequences == sorted(sequences) and len(set(sequences)) == 12
+    model = ketch.Client(replicas[2].uri).get_model("scaled")
+    assert set(model.aliases) == {"alias-0", "alias-1", "alias-2"}
