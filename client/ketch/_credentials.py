@@ -25,12 +25,13 @@ import dataclasses
 import ipaddress
 import os
 import pathlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
 
 from ketch import errors
+from ketch._metadata import MetadataInterceptor
 
 __all__ = ["Credentials", "open_channel"]
 
@@ -98,45 +99,14 @@ def _is_loopback(target: str) -> bool:
     return True
 
 
-class _BearerInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
+class _BearerInterceptor(MetadataInterceptor):
     """Adds ``authorization: Bearer <token>`` to every call, all four shapes."""
 
     def __init__(self, token: str) -> None:
-        self._header = ("authorization", f"Bearer {token}")
+        self._header = [("authorization", f"Bearer {token}")]
 
-    def _details(self, details: Any) -> Any:
-        metadata = [*(details.metadata or ()), self._header]
-        return _CallDetails(
-            details.method,
-            details.timeout,
-            metadata,
-            details.credentials,
-            getattr(details, "wait_for_ready", None),
-            getattr(details, "compression", None),
-        )
-
-    def _call(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        return continuation(self._details(details), request)
-
-    intercept_unary_unary = _call
-    intercept_unary_stream = _call
-    intercept_stream_unary = _call
-    intercept_stream_stream = _call
-
-
-@dataclasses.dataclass(frozen=True)
-class _CallDetails(grpc.ClientCallDetails):
-    method: str
-    timeout: float | None
-    metadata: Any
-    credentials: Any
-    wait_for_ready: Any
-    compression: Any
+    def extra(self) -> list[tuple[str, str]]:
+        return self._header
 
 
 def open_channel(

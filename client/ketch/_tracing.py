@@ -17,28 +17,16 @@ A long-lived metric stream carries the context active when it opened.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
+
+from ketch._metadata import MetadataInterceptor
 
 __all__ = ["TraceContextInterceptor", "intercept"]
 
 
-class _CallDetails(NamedTuple):
-    method: str
-    timeout: float | None
-    metadata: Any
-    credentials: Any
-    wait_for_ready: bool | None
-    compression: Any
-
-
-class TraceContextInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
+class TraceContextInterceptor(MetadataInterceptor):
     """Adds the active OpenTelemetry context to the metadata of every call shape.
 
     Args:
@@ -53,34 +41,12 @@ class TraceContextInterceptor(
         self._current_span = current_span
         self._inject = inject
 
-    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+    def extra(self) -> list[tuple[str, str]]:
         if not self._current_span().get_span_context().is_valid:
-            return details
+            return []
         carrier: dict[str, str] = {}
         self._inject(carrier)
-        if not carrier:
-            return details
-        metadata = [*(details.metadata or ()), *carrier.items()]
-        return _CallDetails(  # type: ignore[return-value]
-            details.method,
-            details.timeout,
-            metadata,
-            details.credentials,
-            getattr(details, "wait_for_ready", None),
-            getattr(details, "compression", None),
-        )
-
-    def intercept_unary_unary(self, continuation, client_call_details, request):
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_unary_stream(self, continuation, client_call_details, request):
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
-        return continuation(self._details(client_call_details), request_iterator)
-
-    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
-        return continuation(self._details(client_call_details), request_iterator)
+        return list(carrier.items())
 
 
 def intercept(channel: grpc.Channel) -> grpc.Channel:
