@@ -36,22 +36,26 @@ _previous_handlers: dict[int, Any] = {}
 
 
 def track(run: Any) -> None:
-    """Finish ``run`` at exit or on a terminating signal unless it is finished before."""
+    """Finish ``run`` at exit or on a terminating signal unless it is finished before.
+
+    Signal handlers can only be set from the main thread: when the first run of a
+    process starts elsewhere (an HPO worker thread), they are set by the first run
+    the main thread tracks.
+    """
     global _installed
     _open_runs.add(run)
-    if _installed:
-        return
-    _installed = True
-    previous_hook = sys.excepthook
+    if not _installed:
+        _installed = True
+        previous_hook = sys.excepthook
 
-    def excepthook(exc_type, exc, tb):
-        _crashed.append(exc_type)
-        previous_hook(exc_type, exc, tb)
+        def excepthook(exc_type, exc, tb):
+            _crashed.append(exc_type)
+            previous_hook(exc_type, exc, tb)
 
-    sys.excepthook = excepthook
-    atexit.register(_at_exit)
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-    if threading.current_thread() is threading.main_thread():
+        sys.excepthook = excepthook
+        atexit.register(_at_exit)
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+    if not _previous_handlers and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             _previous_handlers[sig] = signal.signal(sig, _on_signal)
 
