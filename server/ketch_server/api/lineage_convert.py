@@ -5,7 +5,6 @@ from __future__ import annotations
 from ketch.api.v1 import lineage_pb2, tracking_pb2
 
 from ketch_server.api.convert import timestamp_to_pb
-from ketch_server.domain.artifacts import check_artifact_path
 from ketch_server.domain.errors import InvalidArgument
 from ketch_server.domain.lineage import (
     Dataset,
@@ -92,20 +91,11 @@ def entities_from_pb(items, *, field: str) -> list[IOEntity]:
             out.append(IOEntity(item.context, dataset=dataset_from_pb(item.dataset)))
         elif which == "artifact":
             a = item.artifact
-            ref = _artifact_ref(a.run, a.path, field=f"{field}[{i}].artifact")
+            ref = artifact_ref(a.run, a.path, field=f"{field}[{i}].artifact")
             out.append(IOEntity(item.context, artifact=ref))
         else:
             raise InvalidArgument(f"{field}[{i}]", "set a dataset or an artifact")
     return out
-
-
-def _artifact_ref(run: str, path: str, *, field: str) -> NodeRef:
-    """The node of an artifact; its path must also pass the upload rules
-    (:func:`ketch_server.domain.artifacts.check_artifact_path`: no encoded, look-alike,
-    invisible or URL forms), so lineage can only name paths an upload could have."""
-    ref = artifact_ref(run, path, field=field)
-    check_artifact_path(path, field=f"{field}.path")
-    return ref
 
 
 def node_ref_from_pb(ref: lineage_pb2.NodeRef) -> NodeRef | tuple[str, str, str]:
@@ -118,7 +108,7 @@ def node_ref_from_pb(ref: lineage_pb2.NodeRef) -> NodeRef | tuple[str, str, str]
     if which == "dataset":
         return dataset_key_from_pb(ref.dataset)
     if which == "artifact":
-        return _artifact_ref(ref.artifact.run, ref.artifact.path, field="node.artifact")
+        return artifact_ref(ref.artifact.run, ref.artifact.path, field="node.artifact")
     if which == "model_version":
         model, version = parse_version_name(ref.model_version, field="node.model_version")
         return NodeRef(NodeKind.MODEL_VERSION, f"{model}/{version}")

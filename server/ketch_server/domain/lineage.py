@@ -22,6 +22,7 @@ import enum
 import json
 
 from ketch_server.domain import validation
+from ketch_server.domain.artifacts import check_artifact_path
 from ketch_server.domain.errors import InvalidArgument
 from ketch_server.domain.ids import RUN, parse_name
 
@@ -37,7 +38,6 @@ __all__ = [
     "NodeKind",
     "NodeRef",
     "artifact_ref",
-    "check_artifact_path",
     "check_context",
     "check_dataset",
     "check_depth",
@@ -166,21 +166,8 @@ def node_name(kind: NodeKind, ref: str) -> str:
 def artifact_ref(run: str, path: str, *, field: str) -> NodeRef:
     """The node of artifact ``path`` of ``run`` (a ``runs/{id}`` name), validated."""
     run_id = parse_name(run, RUN, field=f"{field}.run")
-    check_artifact_path(f"{field}.path", path)
+    check_artifact_path(path, field=f"{field}.path")  # the upload rules: one gate for paths
     return NodeRef(NodeKind.ARTIFACT, f"{run_id}/{path}")
-
-
-def check_artifact_path(field: str, path: str) -> str:
-    """A relative artifact path: no ``..`` segments, leading ``/``, backslash or NUL."""
-    if not path:
-        raise InvalidArgument(field, "required: the artifact's path within its run")
-    if len(path.encode("utf-8", "surrogatepass")) > LIMITS.artifact_path_bytes:
-        raise InvalidArgument(field, f"is longer than {LIMITS.artifact_path_bytes} bytes (UTF-8)")
-    if "\x00" in path or "\\" in path:
-        raise InvalidArgument(field, "must not contain NUL characters or backslashes")
-    if path.startswith("/") or ".." in path.split("/") or "" in path.split("/"):
-        raise InvalidArgument(field, f"{path!r} must be relative, without '..' or empty segments")
-    return path
 
 
 def check_context(field: str, context: str) -> str:

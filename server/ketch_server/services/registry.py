@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from ketch_server.domain import registry as reg
 from ketch_server.domain import validation
+from ketch_server.domain.artifacts import check_artifact_path
 from ketch_server.domain.errors import (
     Aborted,
     AlreadyExists,
@@ -36,7 +37,6 @@ from ketch_server.domain.errors import (
 )
 from ketch_server.domain.identity import Principal, Role, require_role
 from ketch_server.domain.ids import RUN, parse_name
-from ketch_server.domain.lineage import check_artifact_path
 from ketch_server.domain.models import Page
 from ketch_server.domain.registry import (
     LIMITS,
@@ -165,7 +165,7 @@ class RegistryService:
     ) -> ModelVersion:
         model = reg.parse_model_name(parent, field="parent")
         run_id = parse_name(source_run, RUN, field="source_run")
-        check_artifact_path("source_path", source_path.rstrip("/"))
+        check_artifact_path(source_path.rstrip("/"), field="source_path")
         validation.check_text("description", description, LIMITS.description_chars)
         reg.check_tags("tags", tags)
         _check_request_id(request_id)
