@@ -33,8 +33,14 @@ import grpc
 from google.protobuf import descriptor_pool
 from ketch.api.v1 import auth_pb2
 
+from ketch_server.api.admin import role_from_pb
 from ketch_server.api.errors import to_status
-from ketch_server.domain.errors import KetchError, ResourceExhausted, Unauthenticated
+from ketch_server.domain.errors import (
+    InvalidArgument,
+    KetchError,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from ketch_server.domain.identity import (
     ANONYMOUS,
     AuthMode,
@@ -50,13 +56,6 @@ __all__ = ["AuthInterceptor", "required_roles"]
 
 log = logging.getLogger("ketch.auth")
 
-_ROLE_FROM_PB = {
-    auth_pb2.ROLE_READER: Role.READER,
-    auth_pb2.ROLE_WRITER: Role.WRITER,
-    auth_pb2.ROLE_APPROVER: Role.APPROVER,
-    auth_pb2.ROLE_ADMIN: Role.ADMIN,
-}
-
 
 def required_roles(services: Iterable[str]) -> dict[str, Role]:
     """``/package.Service/Method`` → the role its proto declares, for every method.
@@ -70,11 +69,12 @@ def required_roles(services: Iterable[str]) -> dict[str, Role]:
     missing: list[str] = []
     for name in services:
         for method in pool.FindServiceByName(name).methods:
-            role = method.GetOptions().Extensions[auth_pb2.required_role]
-            if role not in _ROLE_FROM_PB:
+            try:
+                role = role_from_pb(method.GetOptions().Extensions[auth_pb2.required_role])
+            except InvalidArgument:  # UNSPECIFIED: the option is missing
                 missing.append(method.full_name)
                 continue
-            table[f"/{name}/{method.name}"] = _ROLE_FROM_PB[role]
+            table[f"/{name}/{method.name}"] = role
     if missing:
         raise SystemExit(
             "ketch: these RPCs declare no (ketch.api.v1.required_role) option: "

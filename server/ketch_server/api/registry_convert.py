@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ketch.api.v1 import auth_pb2, registry_pb2
+from ketch.api.v1 import registry_pb2
 
+from ketch_server.api.admin import role_from_pb, role_to_pb
 from ketch_server.api.convert import timestamp_to_pb
 from ketch_server.domain.errors import InvalidArgument
-from ketch_server.domain.identity import Role
 from ketch_server.domain.registry import (
     Action,
     AuditEvent,
@@ -57,8 +57,6 @@ _STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
 _ACTION_TO_PB = {a: registry_pb2.AuditAction.Value(f"AUDIT_ACTION_{a.value}") for a in Action}
 _ACTION_FROM_PB = {v: k for k, v in _ACTION_TO_PB.items()}
 _DECISION_TO_PB = {d: registry_pb2.Decision.Value(f"DECISION_{d.value}") for d in Decision}
-_ROLE_TO_PB = {r: auth_pb2.Role.Value(f"ROLE_{r.name}") for r in Role}
-_ROLE_FROM_PB = {v: k for k, v in _ROLE_TO_PB.items()}
 
 
 # ------------------------------------------------------------------- enums
@@ -109,13 +107,6 @@ def actions_from_pb(values: Iterable[int], *, field: str = "actions") -> list[Ac
     return [action_from_pb(v, field=f"{field}[{i}]") for i, v in enumerate(values)]
 
 
-def _role_from_pb(value: int, *, field: str) -> Role:
-    try:
-        return _ROLE_FROM_PB[value]
-    except KeyError:
-        raise InvalidArgument(field, "a role: READER, WRITER, APPROVER or ADMIN") from None
-
-
 # ---------------------------------------------------------------- resources
 
 
@@ -157,7 +148,7 @@ def stage_policy_to_pb(p: StagePolicy) -> registry_pb2.StagePolicy:
     return registry_pb2.StagePolicy(
         stage=stage_to_pb(p.stage),
         approvals_required=p.approvals_required,
-        approver_roles=[_ROLE_TO_PB[r] for r in p.approver_roles],
+        approver_roles=[role_to_pb(r) for r in p.approver_roles],
         gates=list(p.gates),
         archive_existing=p.archive_existing,
         max_versions=p.max_versions,
@@ -177,7 +168,7 @@ def stage_policy_from_pb(pb: registry_pb2.StagePolicy) -> StagePolicy:
             given[name] = getattr(pb, name)
     if pb.approver_roles:
         given["approver_roles"] = tuple(
-            _role_from_pb(r, field=f"policy.approver_roles[{i}]")
+            role_from_pb(r, field=f"policy.approver_roles[{i}]")
             for i, r in enumerate(pb.approver_roles)
         )
     if pb.gates:
@@ -208,7 +199,7 @@ def vote_to_pb(v: Vote) -> registry_pb2.Vote:
     return registry_pb2.Vote(
         principal=v.principal,
         decision=_DECISION_TO_PB[v.decision],
-        role=_ROLE_TO_PB[v.role],
+        role=role_to_pb(v.role),
         comment=v.comment,
         evidence=evidence_to_pb(v.evidence),
         digest=v.digest,
