@@ -6,7 +6,9 @@
   before ketch's runs (Python's default terminates the process). On SIGINT the
   earlier handler runs (by default it raises KeyboardInterrupt, which the code
   may catch and carry on); runs still open at exit are then KILLED. Only
-  installed from the main thread.
+  installed from the main thread. A signal the process ignores (SIG_IGN, often
+  inherited from the launcher) stays ignored: the process goes on,
+  and so do its runs.
 * In a forked child (DataLoader workers, multiprocessing), the parent's runs
   are forgotten: the child's logging to them is a counted no-op, and the child
   never finishes them nor touches the parent's stream.
@@ -57,7 +59,10 @@ def track(run: Any) -> None:
         os.register_at_fork(after_in_child=_after_fork_in_child)
     if not _previous_handlers and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            _previous_handlers[sig] = signal.signal(sig, _on_signal)
+            previous = signal.getsignal(sig)
+            _previous_handlers[sig] = previous
+            if previous != signal.SIG_IGN:
+                signal.signal(sig, _on_signal)
 
 
 def _finish_all(state: str) -> None:
@@ -87,8 +92,8 @@ def _on_signal(signum: int, frame: Any) -> None:
     if callable(previous):
         previous(signum, frame)
         return
-    if previous == signal.SIG_IGN or signum == signal.SIGINT:
-        return  # ignored before ketch came, or Python's SIGINT handler was replaced
+    if signum == signal.SIGINT:
+        return  # Python's SIGINT handler was replaced by another's
     # SIG_DFL, or a handler installed outside Python (None): end the process as the
     # default action does; if the re-raised signal does not end it, exit anyway.
     signal.signal(signum, signal.SIG_DFL)

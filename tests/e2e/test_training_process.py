@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import ketch
 import numpy as np
@@ -86,18 +87,41 @@ def test_torchrun_ranks_share_one_run(mode, server_process, cli_env, tmp_path):
     assert json.loads(shown.stdout)["ranks"] == record.ranks
 
 
+# A training process as a scheduler starts it: SIGTERM delivered and at its default. The
+# test runner's own disposition is not inherited (a runner may ignore or block SIGTERM),
+# and a stack dump lands in the log if the process is still alive after 40 s.
+_DEFAULT_SIGTERM = """
+    import faulthandler, signal
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    faulthandler.dump_traceback_later(40, exit=False)
+"""
+
+
+def _terminate(proc, log) -> int:
+    """SIGTERM, then the exit code; a process still alive after TIMEOUT fails the test."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"still running {TIMEOUT}s after SIGTERM:\n{log.read_text()}")
+
+
 def test_sigterm_flushes_and_marks_the_run_killed(server_process, cli_env, tmp_path):
     script = _script(
         tmp_path,
         "term",
-        """
-        import time, ketch
-        run = ketch.init(experiment="term", capture_environment=False)
-        for i in range(5000):
-            run.log({"loss": float(i)}, step=i)
-        print(run.id, flush=True)
-        time.sleep(60)
-    """,
+        _DEFAULT_SIGTERM
+        + """
+    import time, ketch
+    run = ketch.init(experiment="term", capture_environment=False)
+    for i in range(5000):
+        run.log({"loss": float(i)}, step=i)
+    print(run.id, flush=True)
+    time.sleep(60)
+""",
     )
     log = tmp_path / "term.log"
     with open(log, "w") as stderr:
@@ -109,13 +133,52 @@ def test_sigterm_flushes_and_marks_the_run_killed(server_process, cli_env, tmp_p
             text=True,
         )
         run_id = proc.stdout.readline().strip()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(TIMEOUT)
+        code = _terminate(proc, log)
     assert code in (-signal.SIGTERM, 128 + signal.SIGTERM), log.read_text()  # still ends
     with ketch.Client(server_process.uri) as client:
         record = client.get_run(run_id)
     assert record.state == "KILLED", log.read_text()
     assert record.metrics["loss"].count == 5000, log.read_text()
+
+
+def test_an_ignored_sigterm_stays_ignored_and_the_run_goes_on(server_process, cli_env, tmp_path):
+    # A process that ignores SIGTERM before ketch starts (nohup-style launchers) is not
+    # ended by it, so its run must not be marked KILLED under it either.
+    script = _script(
+        tmp_path,
+        "ignore",
+        """
+        import signal, sys, ketch
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        run = ketch.init(experiment="term", capture_environment=False)
+        for i in range(1000):
+            run.log({"loss": float(i)}, step=i)
+        print(run.id, flush=True)
+        sys.stdin.readline()  # the test sends SIGTERM, then a line
+        for i in range(1000, 2000):
+            run.log({"loss": float(i)}, step=i)
+        run.finish()
+    """,
+    )
+    log = tmp_path / "ignore.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, script],
+            env=_env(cli_env, tmp_path),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        run_id = proc.stdout.readline().strip()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        proc.communicate("go\n", timeout=TIMEOUT)
+    assert proc.returncode == 0, log.read_text()
+    with ketch.Client(server_process.uri) as client:
+        record = client.get_run(run_id)
+    assert record.state == "FINISHED", log.read_text()
+    assert record.metrics["loss"].count == 2000, log.read_text()
 
 
 def test_a_forked_child_does_not_disturb_the_parents_run(server_process, cli_env, tmp_path):
