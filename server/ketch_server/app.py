@@ -338,10 +338,13 @@ async def serve(settings: Settings) -> None:
     """Run a server until SIGTERM or SIGINT, then shut down gracefully.
 
     The signal handlers are installed before the port opens, so a signal that arrives
-    while the server starts still gets a graceful shutdown.
+    while the server starts still gets a graceful shutdown. Both signals are unblocked
+    first: a launcher that blocks them (the mask is inherited) must not turn a graceful
+    stop into a kill after the grace period.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     app = await build_server(settings)

@@ -15,6 +15,9 @@ def test_signal_handlers_are_set_even_when_the_first_run_starts_off_the_main_thr
         f"""
         import signal, threading
         import ketch
+        # as Python sets them up itself, whatever the test runner's dispositions are
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from ketch import _lifecycle
 
         def worker():
