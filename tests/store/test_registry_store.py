@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 
 import pytest
 from ketch_server.domain.errors import (
@@ -21,11 +22,20 @@ from ketch_server.domain.identity import ANONYMOUS, Principal, PrincipalKind, Ro
 from ketch_server.domain.lineage import Direction, NodeKind, NodeRef
 from ketch_server.domain.models import MetricColumns, RunEnvironment, RunSource
 from ketch_server.domain.pagination import encode_token, fingerprint
-from ketch_server.domain.registry import Action, Evidence, Stage, TransitionState, policy_with
+from ketch_server.domain.registry import (
+    Action,
+    Evidence,
+    Stage,
+    TransitionState,
+    parse_model_uri,
+    policy_with,
+)
 from ketch_server.services.registry import RegistryService
 from ketch_server.store.engine import create_engine, upgrade_schema
+from ketch_server.store.inline_sqlite import InlineReader
 from ketch_server.store.lineage import LineageStore
 from ketch_server.store.registry import RegistryStore
+from ketch_server.store.registry_sql import RESOLVE, selector
 from ketch_server.store.schema import artifacts, blobs
 from sqlalchemy import update
 
@@ -220,6 +230,62 @@ async def test_versions_uris_aliases_and_lineage(reg):
     actions = [e.action for e in await reg.events()]
     assert actions.count(Action.VERSION_REGISTERED) == 3
     assert actions.count(Action.ALIAS_SET) == 3
+
+
+# SQLite answers resolve inline on the loop's thread (store/inline_sqlite.py); the async
+# path stays the fallback. Both must give the same rows and see every commit at once.
+async def test_inline_sqlite_resolve_matches_the_async_path_and_sees_each_move(sqlite_url):
+    reg = await new_registry(sqlite_url)
+    try:
+        inline = InlineReader.for_engine(reg.engine)
+        assert inline is not None and reg.store._inline is not None
+        await reg.model()
+        for _ in range(3):
+            await reg.version(stage=Stage.STAGING)
+        await reg.service.set_alias(ANONYMOUS, "models/churn", "champion", 2, "")
+        uris = ["models:/churn/1", "models:/churn@champion", "models:/churn/Staging"]
+        uris += ["models:/churn/latest", "models:/churn@nobody"]
+        for uri in uris:
+            kind, params = selector(parse_model_uri(uri))
+            async with reg.engine.connect() as conn:
+                expected = [dict(r) for r in (await conn.execute(RESOLVE[kind], params)).mappings()]
+            assert inline.rows(RESOLVE[kind], params) == expected, uri
+        for target in (3, 1, 2):  # each move is visible to the very next resolve
+            await reg.service.set_alias(ANONYMOUS, "models/churn", "champion", target, "")
+            assert (await reg.service.resolve("models:/churn@champion")).version == target
+        inline.close()
+    finally:
+        await reg.engine.dispose()
+
+
+async def test_a_locked_sqlite_database_sends_resolve_to_the_waiting_async_path(sqlite_url):
+    reg = await new_registry(sqlite_url)
+    try:
+        await reg.model()
+        await reg.version()
+        await reg.service.set_alias(ANONYMOUS, "models/churn", "champion", 1, "")
+        await reg.engine.dispose()  # WAL connections share the file; let one take it alone
+        holder = sqlite3.connect(sqlite_url.split("///", 1)[1], isolation_level=None)
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("UPDATE model_aliases SET update_time = update_time")
+        kind, params = selector(parse_model_uri("models:/churn@champion"))
+        assert InlineReader.for_engine(reg.engine).rows(RESOLVE[kind], params) is None
+        pending = asyncio.create_task(reg.service.resolve("models:/churn@champion"))
+        await asyncio.sleep(0.3)
+        assert not pending.done()  # waiting on the lock, not failed
+        holder.execute("COMMIT")
+        holder.close()
+        assert (await asyncio.wait_for(pending, 30)).version == 1
+        assert (await reg.service.resolve("models:/churn@champion")).version == 1  # inline again
+    finally:
+        await reg.engine.dispose()
+
+
+def test_inline_reads_are_only_for_file_backed_sqlite(tmp_path):
+    assert InlineReader.for_engine(create_engine("sqlite+aiosqlite:///:memory:")) is None
+    assert InlineReader.for_engine(create_engine("postgresql+asyncpg://u@h/db")) is None
+    assert InlineReader.for_engine(create_engine(f"sqlite:///{tmp_path}/k.db")) is not None
 
 
 async def test_etags_guard_models_aliases_and_versions(reg):

@@ -74,6 +74,7 @@ from ketch_server.domain.registry import (
 )
 from ketch_server.store import search
 from ketch_server.store.base import SqlStore, now_ms
+from ketch_server.store.inline_sqlite import InlineReader
 from ketch_server.store.registry_sql import (
     RESOLVE,
     Statements,
@@ -172,6 +173,8 @@ class RegistryStore(SqlStore):
             if self._dialect == "postgresql"
             else self
         )
+        # On SQLite, resolve (the hot read) runs inline on the loop's thread.
+        self._inline = InlineReader.for_engine(engine)
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -544,8 +547,10 @@ class RegistryStore(SqlStore):
             NotFound: the model, alias, stage holder or version does not exist.
         """
         kind, params = selector(uri)
-        async with self._single_read._tx() as conn:
-            rows = (await conn.execute(RESOLVE[kind], params)).mappings().all()
+        rows = self._inline.rows(RESOLVE[kind], params) if self._inline else None
+        if rows is None:
+            async with self._single_read._tx() as conn:
+                rows = (await conn.execute(RESOLVE[kind], params)).mappings().all()
         if not rows:
             async with self._tx() as conn:
                 raise await self._unresolved(conn, uri)
