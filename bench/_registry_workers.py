@@ -157,6 +157,48 @@ def _ketch_pending(uri: str, token: str, run_id: str, threads: int, n: int) -> l
     return parallel(threads, list(range(n)), one)
 
 
+# ------------------------------------------------------------- gRPC ceiling
+
+
+def echo_server(port: int) -> dict:
+    """A bare grpc.aio server with only the standard health service (an empty
+    handler: no ketch code, no interceptors, no database). Runs until killed."""
+    import asyncio
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2_grpc
+
+    async def serve() -> None:
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+    return {}
+
+
+def echo_calls(uri: str, threads: int, calls: int, solo: int) -> dict:
+    """The same closed loop as the ketch phases, calling ``grpc.health.v1.Health/Check``
+    on :func:`echo_server`: the cost of a unary call through grpcio itself."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    request = health_pb2.HealthCheckRequest()
+
+    def make() -> Any:
+        return health_pb2_grpc.HealthStub(grpc.insecure_channel(uri))
+
+    def check(stub, _i=0, _j=0) -> None:
+        stub.Check(request)
+
+    return {
+        "resolve_alias_solo": run_phase(1, solo, make, check, check),
+        "resolve_alias": run_phase(threads, calls, make, check, check),
+    }
+
+
 # ------------------------------------------------------------------ MLflow
 
 
@@ -205,6 +247,8 @@ def versions(names: list[str]) -> dict:
 WORKLOADS: dict[str, Callable[..., dict]] = {
     "ketch_registry": ketch_registry,
     "mlflow_registry": mlflow_registry,
+    "echo_server": echo_server,
+    "echo_calls": echo_calls,
     "versions": versions,
 }
 

@@ -21,6 +21,10 @@ with ``--threads`` threads, each with its own channel (ketch) or HTTP session
 * approve: approve a pending request to Staging whose policy needs one approval, so
   every call records a vote and applies the move (ketch only; MLflow has no approvals)
 
+A fourth column, ``grpc-ceiling``, runs the resolve phases against a bare grpc.aio
+server holding only the standard health service (an empty handler, no ketch code):
+the most one Python gRPC server process and this client can do on the machine.
+
 ketch runs with token auth (a writer, an approver and an admin token), as in
 production. Prints a markdown table of medians over the repetitions and writes it,
 with the machine, the versions and the command, to ``bench/registry_results.md``.
@@ -48,11 +52,12 @@ from _procs import HOST, BenchError, Postgres, Server, running
 HERE = pathlib.Path(__file__).resolve().parent
 WORKERS = HERE / "_registry_workers.py"
 DEFAULT_BENCH_PYTHON = "/work/venv-bench/bin/python"
-CASES = ("ketch-sqlite", "ketch-postgres", "mlflow-sqlite")
+CASES = ("ketch-sqlite", "ketch-postgres", "mlflow-sqlite", "grpc-ceiling")
 LABELS = {
     "ketch-sqlite": "ketch · SQLite",
     "ketch-postgres": "ketch · PostgreSQL",
     "mlflow-sqlite": "MLflow · SQLite",
+    "grpc-ceiling": "bare grpc.aio · empty handler",
 }
 PHASES = {
     "resolve_alias_solo": "resolve by alias, 1 client",
@@ -140,7 +145,26 @@ class Bench:
         if case == "ketch-postgres":
             with self.pg.scratch(f"ketch_regbench_{os.getpid()}_{rep}") as dsn:
                 return self._ketch(data, f"postgresql+asyncpg://{dsn}")
+        if case == "grpc-ceiling":
+            return self._ceiling(data)
         return self._mlflow(data)
+
+    def _ceiling(self, data: pathlib.Path) -> dict:
+        """A grpc.aio server with nothing but the health service, called the same way:
+        what one Python gRPC server process can do on this machine at all."""
+        port = _procs.free_port()
+        argv = [sys.executable, str(WORKERS), "echo_server", json.dumps({"port": port})]
+        with running(Server(argv, data / "server.log", port)) as server:
+            server.wait_tcp(timeout=60)
+            kwargs = {
+                "uri": f"{HOST}:{port}",
+                "threads": self.args.threads,
+                "calls": self.args.calls,
+                "solo": self.args.solo_calls,
+            }
+            result = run_worker(sys.executable, "echo_calls", kwargs, timeout=self.args.timeout)
+            result["server_cpu_s"] = _procs.tree_cpu_s(server.proc.pid)
+        return result
 
     def _ketch(self, data: pathlib.Path, db: str | None) -> dict:
         port = _procs.free_port()
@@ -308,7 +332,9 @@ def results_md(bench: Bench, table: str, meta: dict) -> str:
         "call on an otherwise idle server. The client threads share one Python process and "
         "the machine's cores with the server (and, for PostgreSQL, the database), so "
         "calls/s is bounded by client + server CPU per call; `load before` in the "
-        "repetitions table is the 1-minute load average when each case started.",
+        "repetitions table is the 1-minute load average when each case started. The "
+        "`bare grpc.aio` column is that bound with nothing behind it: the same clients "
+        "calling grpc.health.v1 Check on a server that holds only the health service.",
         "",
         "Targets from the issue:",
         "",
