@@ -144,7 +144,8 @@ def main() -> None:
         f"# Artifact throughput: ketch vs direct minio client ({s3.kind} S3 server)",
         "",
         f"{ns.size_mb} MiB file, median of {ns.repeat}; "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; S3: {s3.kind} on 127.0.0.1.",
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; S3: {s3.kind} on 127.0.0.1.",
         "",
         "| operation | ketch MiB/s | direct MiB/s | ketch / direct |",
         "|---|---:|---:|---:|",
