@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
-from ketch import errors
+from ketch import _terminal, errors
 from ketch._admin_cli import add_admin_command
 from ketch._artifacts_cli import add_artifacts_command
 from ketch._client import Client
@@ -67,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         _serve(argv[1:])
         return
     args = _parser().parse_args(argv)
+    # What others typed (names, tags, comments, server messages) must not steer the
+    # terminal: both streams escape control characters (see ketch._terminal).
+    streams = sys.stdout, sys.stderr
+    sys.stdout = _terminal.EscapingWriter(streams[0])
+    sys.stderr = _terminal.EscapingWriter(streams[1], keep_cr=True)
     try:
         code = args.handler(args)
     except errors.KetchError as exc:
@@ -76,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokenPipeError:  # e.g. `ketch runs list | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
+    finally:  # the writers hold nothing back: nothing to flush
+        sys.stdout, sys.stderr = streams
     sys.exit(code or 0)
 
 

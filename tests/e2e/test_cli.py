@@ -91,6 +91,29 @@ def shared_env(shared_server, two_runs) -> dict[str, str]:
 # ------------------------------------------------------------------- tables
 
 
+def test_control_characters_in_stored_text_are_shown_escaped_not_obeyed(shared_server):
+    # A tag value may hold any text, a name bidi overrides: a table must not let them
+    # clear the screen, retitle the window or reorder what the reader sees.
+    env = {**local_env(), "KETCH_TRACKING_URI": shared_server.uri}
+    tag = "ok\x1b]0;pwned\x07\x1b[2J"
+    with ketch.init(
+        experiment="cli-escapes",
+        name="report\u202excod.sh",
+        uri=shared_server.uri,
+        tags={"note": tag},
+        capture_environment=False,
+    ) as run:
+        run.log({"loss": 0.5}, step=0)
+    shown = ok(env, "runs", "show", run.id)
+    assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown
+    assert "ok\\x1b]0;pwned\\x07\\x1b[2J" in shown
+    assert "report\\u202excod.sh" in shown
+    record = strict_json(ok(env, "runs", "show", run.id, "--json"))
+    assert record["tags"]["note"] == tag and record["name"] == "report\u202excod.sh"
+    refused = ketch_cli(env, "runs", "show", "no-such-run\x1b[2J")
+    assert refused.returncode != 0 and "\x1b" not in refused.stderr, refused.stderr
+
+
 def test_runs_list_table_shows_names_states_metrics_and_params(shared_env, two_runs):
     out = ok(shared_env, "runs", "list", "--experiment", "cli-test")
 
