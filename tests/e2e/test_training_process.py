@@ -142,8 +142,8 @@ def test_sigterm_flushes_and_marks_the_run_killed(server_process, cli_env, tmp_p
 
 
 def test_an_ignored_sigterm_stays_ignored_and_the_run_goes_on(server_process, cli_env, tmp_path):
-    # A process that ignores SIGTERM before ketch starts (nohup-style launchers) is not
-    # ended by it, so its run must not be marked KILLED under it either.
+    # A process that ignores SIGTERM before ketch starts (often inherited from its
+    # launcher) is not ended by it, so its run must not be marked KILLED under it either.
     script = _script(
         tmp_path,
         "ignore",
