@@ -9,32 +9,14 @@ import math
 import grpc
 import ketch
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ketch import errors
 from ketch.api.v1 import lineage_pb2, lineage_pb2_grpc, tracking_pb2, tracking_pb2_grpc
 
+from tests.security._rpc import rejection
+
 UNKNOWN = "0" * 31 + "1"
 IA = grpc.StatusCode.INVALID_ARGUMENT
-
-
-@pytest.fixture
-def channel(server):
-    with grpc.insecure_channel(server.uri.removeprefix("grpc://")) as ch:
-        yield ch
-
-
-def error_of(call) -> tuple[grpc.StatusCode, str, dict]:
-    try:
-        call()
-    except grpc.RpcError as err:
-        status = status_pb2.Status.FromString(
-            dict(err.trailing_metadata())["grpc-status-details-bin"]
-        )
-        info = error_details_pb2.ErrorInfo()
-        status.details[0].Unpack(info)
-        return err.code(), info.reason, dict(info.metadata)
-    raise AssertionError("the call succeeded")
 
 
 def test_validation_errors_name_the_field(channel):
@@ -147,7 +129,7 @@ def test_validation_errors_name_the_field(channel):
     ]
     mismatches = []
     for method, request, code, field in cases:
-        got_code, _, metadata = error_of(lambda m=method, r=request: m(r))
+        got_code, _, metadata = rejection(lambda m=method, r=request: m(r))
         if (got_code, metadata.get("field")) != (code, field):
             mismatches.append((field, got_code, metadata))
     assert mismatches == []
@@ -155,11 +137,11 @@ def test_validation_errors_name_the_field(channel):
     graph = stub.GetLineage(lineage_pb2.GetLineageRequest(node=lineage_pb2.NodeRef(run=run)))
     assert [n.name for n in graph.nodes] == [run] and not graph.edges
 
-    code, _, _ = error_of(
+    code, _, _ = rejection(
         lambda: stub.ForkRun(lineage_pb2.ForkRunRequest(source_run=f"runs/{UNKNOWN}", step=1))
     )
     assert code == grpc.StatusCode.NOT_FOUND
-    code, _, _ = error_of(
+    code, _, _ = rejection(
         lambda: stub.GetLineage(
             lineage_pb2.GetLineageRequest(
                 node=lineage_pb2.NodeRef(

@@ -14,32 +14,14 @@ import threading
 import grpc
 import ketch
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ketch import errors
 from ketch.api.v1 import registry_pb2, registry_pb2_grpc
 
+from tests.security._rpc import rejection
+
 IA = grpc.StatusCode.INVALID_ARGUMENT
 FP = grpc.StatusCode.FAILED_PRECONDITION
-
-
-@pytest.fixture
-def channel(server):
-    with grpc.insecure_channel(server.uri.removeprefix("grpc://")) as ch:
-        yield ch
-
-
-def error_of(call) -> tuple[grpc.StatusCode, str, dict]:
-    try:
-        call()
-    except grpc.RpcError as err:
-        status = status_pb2.Status.FromString(
-            dict(err.trailing_metadata())["grpc-status-details-bin"]
-        )
-        info = error_details_pb2.ErrorInfo()
-        status.details[0].Unpack(info)
-        return err.code(), info.reason, dict(info.metadata)
-    raise AssertionError("the call succeeded")
 
 
 def trained(server, tmp_path: pathlib.Path, accuracy: float = 0.93) -> str:
@@ -169,13 +151,13 @@ def test_errors_carry_codes_reasons_and_fields(server, client, channel, tmp_path
             if isinstance(result, grpc.Call) and hasattr(result, "__next__"):
                 next(result)
 
-        got_code, _, metadata = error_of(call)
+        got_code, _, metadata = rejection(call)
         if (got_code, metadata.get("field")) != (code, field):
             mismatches.append((field, got_code, metadata))
     assert mismatches == []
 
     production = registry_pb2.STAGE_PRODUCTION
-    code, reason, _ = error_of(
+    code, reason, _ = rejection(
         lambda: stub.RequestTransition(
             registry_pb2.RequestTransitionRequest(model_version=vname, target_stage=production)
         )
@@ -184,19 +166,19 @@ def test_errors_carry_codes_reasons_and_fields(server, client, channel, tmp_path
     client.request_transition("churn", 1, "staging")
     request = client.request_transition("churn", 1, "production")  # needs 2 approvals
     assert (request.state, request.approvals_required) == ("PENDING", 2)
-    code, reason, _ = error_of(
+    code, reason, _ = rejection(
         lambda: stub.Approve(registry_pb2.ApproveRequest(name=f"requests/{request.id}"))
     )
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "SELF_APPROVAL")
     stale = client.get_model("churn").etag
     client.set_alias("churn", "champion", 1)
-    code, _, _ = error_of(
+    code, _, _ = rejection(
         lambda: stub.SetAlias(
             registry_pb2.SetAliasRequest(model="models/churn", alias="x", version=1, etag=stale)
         )
     )
     assert code == grpc.StatusCode.ABORTED
-    code, _, _ = error_of(lambda: stub.GetModel(registry_pb2.GetModelRequest(name="models/nope")))
+    code, _, _ = rejection(lambda: stub.GetModel(registry_pb2.GetModelRequest(name="models/nope")))
     assert code == grpc.StatusCode.NOT_FOUND
     with pytest.raises(errors.PermissionDenied) as denied:
         client.approve(request.id)

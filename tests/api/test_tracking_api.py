@@ -35,12 +35,6 @@ IA = grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.fixture
-def channel(server):
-    with grpc.insecure_channel(server.uri.removeprefix("grpc://")) as ch:
-        yield ch
-
-
-@pytest.fixture
 def stub(channel):
     return tracking_pb2_grpc.TrackingServiceStub(channel)
 
