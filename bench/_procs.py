@@ -7,12 +7,14 @@ session so that stopping one stops its whole process tree.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import pathlib
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -263,3 +265,14 @@ class Postgres:
             yield f"{self.user}@{self.host}:{self.port}/{name}"
         finally:
             self._cli("dropdb", "--if-exists", "--force", name)
+
+
+def versions(names: list[str]) -> dict:
+    """Installed versions of the distributions ``names`` (absent ones are skipped)."""
+    found = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found

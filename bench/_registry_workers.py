@@ -11,7 +11,6 @@ the calls per second over the phase's wall time.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import pathlib
@@ -23,6 +22,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from _procs import versions
 
 
 def run_phase(
@@ -232,16 +233,6 @@ def mlflow_registry(uri: str, threads: int, calls: int, moves: int, solo: int) -
         "resolve_alias": run_phase(threads, calls, make, warm, by_alias),
         "alias_move": run_phase(threads, moves, make, warm, move),
     }
-
-
-def versions(names: list[str]) -> dict:
-    found = {"python": sys.version.split()[0]}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return found
 
 
 WORKLOADS: dict[str, Callable[..., dict]] = {

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import array
 import contextlib
-import importlib.metadata
 import json
 import os
 import resource
@@ -34,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from _procs import busy_cpu_s, peak_rss_mib, tree, tree_cpu_s
+from _procs import busy_cpu_s, peak_rss_mib, tree, tree_cpu_s, versions
 
 KEYS = ("train_loss", "val_loss", "train_acc", "val_acc", "lr")
 MLFLOW_BATCH_STEPS = 200  # 200 steps x 5 keys = 1000 metrics, MLflow's per-batch limit
@@ -270,17 +269,6 @@ def wandb_offline(directory: str, points: int) -> dict:
 
 
 # ----------------------------------------------------------------- misc
-
-
-def versions(names: list[str]) -> dict:
-    """Installed versions of the distributions ``names`` (absent ones are skipped)."""
-    found = {"python": sys.version.split()[0]}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return found
 
 
 WORKLOADS: dict[str, Callable[..., dict]] = {
