@@ -9,6 +9,8 @@ import dataclasses
 import enum
 from typing import Any
 
+from ketch_server.domain.errors import Aborted
+
 __all__ = [
     "Experiment",
     "GpuInfo",
@@ -63,7 +65,7 @@ class Experiment:
 
     @property
     def etag(self) -> str:
-        return f'W/"{self.revision}"'
+        return etag_of(self.revision)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +146,7 @@ class Run:
 
     @property
     def etag(self) -> str:
-        return f'W/"{self.revision}"'
+        return etag_of(self.revision)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,3 +183,22 @@ class SequencedBatch:
     seq: int
     columns: MetricColumns
     rank: int = 0
+
+
+def etag_of(revision: int) -> str:
+    """The weak etag of a resource at ``revision`` (every resource's etags look alike)."""
+    return f'W/"{revision}"'
+
+
+def check_etag(given: str, stored: str, resource: str) -> None:
+    """An update's precondition: ``given`` empty (none) or equal to ``stored``.
+
+    Raises:
+        Aborted: naming ``resource``, when the resource changed since it was read.
+    """
+    if given and given != stored:
+        raise Aborted(
+            f"{resource} changed since you read it (etag {given} is now {stored}); re-read it "
+            "and retry",
+            resource=resource,
+        )

@@ -38,6 +38,7 @@ from ketch_server.domain.errors import (
     ResourceExhausted,
 )
 from ketch_server.domain.identity import Principal, Role
+from ketch_server.domain.models import etag_of
 
 __all__ = [
     "DEFAULT_MOVES",
@@ -190,7 +191,7 @@ class RegisteredModel:
 
     @property
     def etag(self) -> str:
-        return f'W/"{self.revision}"'
+        return etag_of(self.revision)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +213,7 @@ class ModelVersion:
 
     @property
     def etag(self) -> str:
-        return f'W/"{self.revision}"'
+        return etag_of(self.revision)
 
     @property
     def ref(self) -> str:

@@ -46,7 +46,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ketch_server.domain import registry as reg
 from ketch_server.domain.errors import (
-    Aborted,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -56,7 +55,7 @@ from ketch_server.domain.errors import (
 )
 from ketch_server.domain.identity import Principal, Role
 from ketch_server.domain.lineage import EdgeKind, NodeKind
-from ketch_server.domain.models import Lifecycle, Page
+from ketch_server.domain.models import Lifecycle, Page, check_etag, etag_of
 from ketch_server.domain.pagination import decode_token, encode_token, fingerprint
 from ketch_server.domain.registry import (
     Action,
@@ -343,7 +342,7 @@ class RegistryStore(SqlStore):
         async with self._write() as conn:
             await self._lock_model(conn, name)
             before = await self._load_model(conn, name)
-            _check_etag(etag, before.etag, _mres(name))
+            check_etag(etag, before.etag, _mres(name))
             values = {k: dump(v) if k == "tags" else v for k, v in changes.items()}
             await self._bump_model(conn, name, self.clock(), **values)
             after = await self._load_model(conn, name)
@@ -522,7 +521,7 @@ class RegistryStore(SqlStore):
         async with self._write() as conn:
             await self._lock_model(conn, model)
             before = await self._load_version(conn, model, version)
-            _check_etag(etag, before.etag, before.resource)
+            check_etag(etag, before.etag, before.resource)
             values = {k: dump(v) if k == "tags" else v for k, v in changes.items()}
             await conn.execute(
                 update(model_versions)
@@ -581,7 +580,7 @@ class RegistryStore(SqlStore):
         try:
             async with self._write() as conn:
                 m = await self._lock_model(conn, model, bump_at=now)
-                _check_etag(etag, _etag(m["revision"] - 1), _mres(model))
+                check_etag(etag, etag_of(m["revision"] - 1), _mres(model))
                 params = {"model": model, "alias": alias, "version": version}
                 rows = (await conn.execute(self._sql.alias_target, params)).mappings().all()
                 if not rows:
@@ -618,7 +617,7 @@ class RegistryStore(SqlStore):
         """
         async with self._write() as conn:
             m = await self._lock_model(conn, model)
-            _check_etag(etag, _etag(m["revision"]), _mres(model))
+            check_etag(etag, etag_of(m["revision"]), _mres(model))
             stmt = select(A.version).where(A.model == model, A.alias == alias)
             old = (await conn.execute(stmt)).scalar()
             if old is None:
@@ -718,7 +717,7 @@ class RegistryStore(SqlStore):
     ) -> TransitionRequest:
         vrow = await self._version_row(conn, model, version)
         label = _vres(model, version)
-        _check_etag(etag, _etag(vrow["revision"]), label)
+        check_etag(etag, etag_of(vrow["revision"]), label)
         policy = await self._policy_for(conn, model, target)
         reg.check_move(label, Stage(vrow["stage"]), target, policy)
         await self._check_no_pending(conn, model, version, target)
@@ -1010,7 +1009,7 @@ class RegistryStore(SqlStore):
             await self._lock_model(conn, model)
             vrow = await self._version_row(conn, model, version)
             label = _vres(model, version)
-            _check_etag(etag, _etag(vrow["revision"]), label)
+            check_etag(etag, etag_of(vrow["revision"]), label)
             if vrow["stage"] == target.value:
                 raise FailedPrecondition(
                     f"{label} is already in {target.title}", reason="ALREADY_IN_STAGE"
@@ -1175,21 +1174,8 @@ def _vres(model: str, version: int) -> str:
     return f"models/{model}/versions/{version}"
 
 
-def _etag(revision: int) -> str:
-    return f'W/"{revision}"'
-
-
 def _model_missing(name: str) -> NotFound:
     return NotFound(_mres(name), f"model {name!r} not found (see ketch models list)")
-
-
-def _check_etag(given: str, stored: str, resource: str) -> None:
-    if given and given != stored:
-        raise Aborted(
-            f"{resource} changed since you read it (etag {given} is now {stored}); re-read it "
-            "and retry",
-            resource=resource,
-        )
 
 
 def _check_cancellable(actor: Principal, req: TransitionRequest) -> None:

@@ -51,6 +51,8 @@ from ketch_server.domain.models import (
     RunWriter,
     SequencedBatch,
     View,
+    check_etag,
+    etag_of,
 )
 from ketch_server.domain.pagination import decode_token, encode_token, fingerprint
 from ketch_server.store import search
@@ -148,7 +150,7 @@ class TrackingStore(SqlStore):
                 current = await self._experiment(
                     conn, experiments.c.id == experiment_id, f"experiments/{experiment_id}"
                 )
-                _check_etag(etag, current.etag, f"experiments/{experiment_id}")
+                check_etag(etag, current.etag, f"experiments/{experiment_id}")
                 await _guarded_update(
                     conn,
                     experiments,
@@ -318,7 +320,7 @@ class TrackingStore(SqlStore):
             values["delete_time"] = now_ms() if deleted else None
         async with self._tx() as conn:
             row = await self._run_row(conn, run_id)
-            _check_etag(etag, f'W/"{row["revision"]}"', f"runs/{run_id}")
+            check_etag(etag, etag_of(row["revision"]), f"runs/{run_id}")
             if "state" in changes:
                 terminal = changes["state"].terminal
                 values["end_time"] = (changes.get("end_time") or now_ms()) if terminal else None
@@ -698,15 +700,6 @@ def _step_window(series, start: int | None, end: int | None):
     if end is not None:
         mask &= steps <= end
     return tuple(column[mask] for column in series)
-
-
-def _check_etag(given: str, stored: str, resource: str) -> None:
-    if given and given != stored:
-        raise Aborted(
-            f"{resource} changed since you read it (etag {given} is now {stored}); "
-            "re-read it and retry",
-            resource=resource,
-        )
 
 
 async def _guarded_update(
