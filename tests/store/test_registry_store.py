@@ -288,6 +288,105 @@ def test_inline_reads_are_only_for_file_backed_sqlite(tmp_path):
     assert InlineReader.for_engine(create_engine(f"sqlite:///{tmp_path}/k.db")) is not None
 
 
+# Concurrent resolves of one URI share a query that began after each of them arrived
+# (store/flights.py). The inline SQLite reader is switched off so both backends take
+# that path: a move that committed must be seen by every resolve that starts after it,
+# even while a shared query that began before it is still running.
+async def test_resolves_sharing_a_query_never_miss_a_committed_move(db_url):
+    reg = await new_registry(db_url)
+    try:
+        reg.store._inline = None
+        await reg.model()
+        for _ in range(3):
+            await reg.version()
+        await reg.service.set_alias(ANONYMOUS, "models/churn", "champion", 1, "")
+        calls, stop = 0, asyncio.Event()
+
+        async def storm() -> None:
+            nonlocal calls
+            while not stop.is_set():
+                found = await reg.service.resolve("models:/churn@champion")
+                assert found.version in (1, 2, 3) and "champion" in found.aliases
+                calls += 1
+
+        storms = [asyncio.create_task(storm()) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        for target in (2, 3, 1, 3, 2, 1, 2):
+            await reg.service.set_alias(ANONYMOUS, "models/churn", "champion", target, "")
+            assert (await reg.service.resolve("models:/churn@champion")).version == target
+        stop.set()
+        await asyncio.gather(*storms)
+        assert calls > 40 and reg.store._resolves.flown < calls  # shared, yet never stale
+        with pytest.raises(NotFound, match="no alias 'nobody'"):
+            await asyncio.gather(*(reg.service.resolve("models:/churn@nobody") for _ in range(5)))
+    finally:
+        await reg.engine.dispose()
+
+
+async def test_concurrent_alias_moves_are_grouped_with_their_serial_outcomes(db_url):
+    """Alias moves of one model queued behind a commit share the next transaction
+    (store/group_commit.py); each must still get what it would have got alone, in
+    submission order: its version, a refusal of its own (missing version, stale etag),
+    or nothing changed (already there), with one audit event per real move."""
+    reg = await new_registry(db_url)
+    try:
+        await reg.model()
+        for _ in range(3):
+            await reg.version()
+        start = await reg.service.get_model("churn")
+        seq0 = await reg.store.last_sequence()
+        moves = [(f"a{i % 12}", 1 + (i * 7) % 3, "") for i in range(48)]
+        moves[5] = moves[4]  # the same move twice in a row: the second changes nothing
+        moves.insert(20, ("a1", 99, ""))  # no such version
+        moves.append(("a0", 1, start.etag))  # stale by then: earlier moves changed the model
+        actors = [
+            Principal(f"ci-{k}", PrincipalKind.SERVICE, Role.WRITER, "token")
+            for k in range(len(moves))
+        ]
+
+        results = await asyncio.gather(
+            *(
+                reg.service.set_alias(actor, "models/churn", alias, version, etag)
+                for actor, (alias, version, etag) in zip(actors, moves, strict=True)
+            ),
+            return_exceptions=True,
+        )
+
+        points: dict[str, int] = {}
+        expected_events = []
+        for k, ((alias, version, _etag), result) in enumerate(zip(moves, results, strict=True)):
+            if version == 99:
+                assert isinstance(result, NotFound) and "no version 99" in str(result)
+            elif k == len(moves) - 1:
+                assert isinstance(result, Aborted), result
+            else:
+                assert not isinstance(result, Exception), result
+                assert result.version == version and alias in result.aliases
+                if points.get(alias) != version:
+                    expected_events.append((f"ci-{k}", alias, points.get(alias), version))
+                    points[alias] = version
+        assert reg.store._alias_moves.groups < len(moves)  # they did share transactions
+
+        events = [e for e in await reg.events("churn", Action.ALIAS_SET) if e.seq > seq0]
+        assert [e.seq for e in events] == list(range(seq0 + 1, seq0 + 1 + len(events)))
+        got = [
+            (
+                e.actor,
+                json.loads(e.after)["alias"],
+                json.loads(e.before)["version"],
+                json.loads(e.after)["version"],
+            )
+            for e in events
+        ]
+        assert got == expected_events
+        after = await reg.service.get_model("churn")
+        assert after.revision == start.revision + len(expected_events)
+        for alias, version in points.items():
+            assert (await reg.service.resolve(f"models:/churn@{alias}")).version == version
+    finally:
+        await reg.engine.dispose()
+
+
 async def test_etags_guard_models_aliases_and_versions(reg):
     await reg.model()
     v = await reg.version()

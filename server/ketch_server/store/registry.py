@@ -11,12 +11,12 @@ Contract (every backend):
   statement: ``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite an ``UPDATE`` of the
   row, which takes the database write lock before anything is read (what ``BEGIN
   IMMEDIATE`` does; pysqlite starts the transaction at the first write, so a read
-  first would run outside it and could be stale); on both, writes that change the
-  model's etag anyway lock with ``UPDATE ... SET revision = revision + 1 RETURNING``.
-  Writes to one model therefore serialize: of two concurrent promotions into a
-  single-holder stage exactly one wins, and the other sees the winner. On SQLite
-  this process's writers also queue on an asyncio lock before they begin (see
-  :meth:`RegistryStore._write`).
+  first would run outside it and could be stale). Writes to one model therefore
+  serialize: of two concurrent promotions into a single-holder stage exactly one
+  wins, and the other sees the winner. On SQLite this process's writers also queue
+  on an asyncio lock before they begin (see :meth:`RegistryStore._write`). Alias
+  moves, the hot write, are group-committed: those queued behind a commit share the
+  next transaction (:meth:`RegistryStore.set_alias`).
 * Audit. Every change appends its events in the same transaction, as its last
   statements, numbered from the single counter row ``registry_counters['audit']``
   (``INSERT ... ON CONFLICT DO UPDATE SET value = value + n RETURNING value``). The
@@ -73,6 +73,8 @@ from ketch_server.domain.registry import (
 )
 from ketch_server.store import search
 from ketch_server.store.base import SqlStore, now_ms
+from ketch_server.store.flights import Flights
+from ketch_server.store.group_commit import GroupCommit
 from ketch_server.store.inline_sqlite import InlineReader
 from ketch_server.store.registry_sql import (
     RESOLVE,
@@ -141,15 +143,17 @@ class _Change:
     model: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    actor: str = ""  # when it differs from the transaction's
 
 
-class _Unchanged(Exception):
-    """Raised inside a write transaction that turned out to change nothing: it rolls
-    the transaction back (undoing an optimistic etag bump) and carries the result."""
+@dataclasses.dataclass(frozen=True)
+class _AliasMove:
+    """One SetAlias waiting for its group (see :meth:`RegistryStore.set_alias`)."""
 
-    def __init__(self, value: Any) -> None:
-        super().__init__("unchanged")
-        self.value = value
+    actor: str
+    alias: str
+    version: int
+    etag: str
 
 
 class RegistryStore(SqlStore):
@@ -174,6 +178,8 @@ class RegistryStore(SqlStore):
         )
         # On SQLite, resolve (the hot read) runs inline on the loop's thread.
         self._inline = InlineReader.for_engine(engine)
+        self._resolves = Flights()
+        self._alias_moves = GroupCommit(self._apply_alias_moves)
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -190,24 +196,16 @@ class RegistryStore(SqlStore):
 
     # ------------------------------------------------------------ plumbing
 
-    async def _lock_model(self, conn: AsyncConnection, name: str, *, bump_at: int | None = None):
-        """Lock model ``name``'s row for the rest of the transaction and return it; with
-        ``bump_at``, also advance its revision (etag) and update time, in the same
-        statement (the row returned is then the bumped one).
+    async def _lock_model(self, conn: AsyncConnection, name: str):
+        """Lock model ``name``'s row for the rest of the transaction and return it.
 
         Must be the transaction's first statement (see the module docstring).
 
         Raises:
             NotFound: no such model.
         """
-        stmt: Any
-        if bump_at is not None:
-            stmt, params = self._sql.lock_bump, {"model_name": name, "now": bump_at}
-        elif self._dialect == "postgresql":
-            stmt, params = self._sql.lock_select, {"model_name": name}
-        else:
-            stmt, params = self._sql.lock_touch, {"model_name": name}
-        row = (await conn.execute(stmt, params)).mappings().first()
+        stmt = self._sql.lock_select if self._dialect == "postgresql" else self._sql.lock_touch
+        row = (await conn.execute(stmt, {"model_name": name})).mappings().first()
         if row is None:
             raise _model_missing(name)
         return row
@@ -228,7 +226,7 @@ class RegistryStore(SqlStore):
                 {
                     "seq": last - n + 1 + i,
                     "event_time": now,
-                    "actor": actor,
+                    "actor": c.actor or actor,
                     "action": c.action.value,
                     "resource": c.resource,
                     "model": c.model,
@@ -470,10 +468,7 @@ class RegistryStore(SqlStore):
     async def _version_missing(self, conn: AsyncConnection, model: str, version: int):
         if await self._model_row(conn, model) is None:
             return _model_missing(model)
-        return NotFound(
-            _vres(model, version),
-            f"model {model} has no version {version} (see ListModelVersions)",
-        )
+        return _no_version(model, version)
 
     async def _load_version(self, conn: AsyncConnection, model: str, version: int) -> ModelVersion:
         row = await self._version_row(conn, model, version)
@@ -548,10 +543,19 @@ class RegistryStore(SqlStore):
         kind, params = selector(uri)
         rows = self._inline.rows(RESOLVE[kind], params) if self._inline else None
         if rows is None:
-            async with self._single_read._tx() as conn:
-                rows = (await conn.execute(RESOLVE[kind], params)).mappings().all()
+            # Concurrent resolves of one URI share a query that began after each of
+            # them arrived (see store/flights.py): same answers, one round trip.
+            return await self._resolves.run(uri, lambda: self._resolve_async(uri))
         if not rows:
             async with self._tx() as conn:
+                raise await self._unresolved(conn, uri)
+        return to_version(rows[0], aliases_of(rows))
+
+    async def _resolve_async(self, uri: ModelUri) -> ModelVersion:
+        kind, params = selector(uri)
+        async with self._single_read._tx() as conn:
+            rows = (await conn.execute(RESOLVE[kind], params)).mappings().all()
+            if not rows:
                 raise await self._unresolved(conn, uri)
         return to_version(rows[0], aliases_of(rows))
 
@@ -574,38 +578,72 @@ class RegistryStore(SqlStore):
         self, actor: Principal, model: str, alias: str, version: int, etag: str
     ) -> ModelVersion:
         """Point ``alias`` at ``version`` (moving it if needed), guarded by the model's
-        etag. Setting an alias to where it already points changes nothing (not even the
-        etag). Five statements, all prebuilt: alias moves are a hot write."""
+        etag, and return the version with its aliases. Setting an alias to where it
+        already points changes nothing (not even the etag).
+
+        Alias moves are a hot write that serializes on the model's row lock, so moves
+        of one model that queue up behind a commit are applied together, in the order
+        they came, in the next transaction (see store/group_commit.py): each gets the
+        outcome it would have had alone, and returns once it is committed.
+
+        Raises:
+            NotFound: no such model or version.
+            Aborted: ``etag`` is not the model's current one.
+        """
+        return await self._alias_moves.submit(model, _AliasMove(actor.name, alias, version, etag))
+
+    async def _apply_alias_moves(
+        self, model: str, moves: list[_AliasMove]
+    ) -> list[ModelVersion | KetchError]:
+        """Apply ``moves`` of ``model``'s aliases in one transaction, in order: seven
+        statements, however many moves (the outcome of each, in order)."""
         now = self.clock()
-        try:
-            async with self._write() as conn:
-                m = await self._lock_model(conn, model, bump_at=now)
-                check_etag(etag, etag_of(m["revision"] - 1), _mres(model))
-                params = {"model": model, "alias": alias, "version": version}
-                rows = (await conn.execute(self._sql.alias_target, params)).mappings().all()
-                if not rows:
-                    raise await self._version_missing(conn, model, version)
-                target = to_version(rows[0], aliases_of(rows))
-                old = rows[0]["_old"]
-                if old == version:
-                    raise _Unchanged(target)
-                await conn.execute(
-                    self._sql.alias_upsert,
-                    {
+        outcomes: list[ModelVersion | KetchError] = []
+        async with self._write() as conn:
+            try:
+                revision = (await self._lock_model(conn, model))["revision"]
+            except NotFound as missing:
+                return [missing] * len(moves)
+            numbers = sorted({m.version for m in moves})
+            params = {"model": model, "versions": numbers}
+            found = (await conn.execute(self._sql.versions_in, params)).mappings().all()
+            rows = {r["version"]: r for r in found}
+            params["aliases"] = sorted({m.alias for m in moves})
+            points = dict((await conn.execute(self._sql.aliases_near, params)).all())
+            upserts: dict[str, dict[str, Any]] = {}
+            changes: list[_Change] = []
+            for move in moves:
+                try:
+                    check_etag(move.etag, etag_of(revision), _mres(model))
+                    if move.version not in rows:
+                        raise _no_version(model, move.version)
+                except KetchError as refused:
+                    outcomes.append(refused)
+                    continue
+                old = points.get(move.alias)
+                if old != move.version:
+                    points[move.alias] = move.version
+                    revision += 1
+                    upserts[move.alias] = {
                         "a_model": model,
-                        "a_alias": alias,
-                        "a_version": version,
+                        "a_alias": move.alias,
+                        "a_version": move.version,
                         "now": now,
-                        "actor": actor.name,
-                    },
-                )
-                before = {"alias": alias, "version": old}
-                after = {"alias": alias, "version": version}
-                change = _Change(Action.ALIAS_SET, _mres(model), model, before, after)
-                await self._append(conn, actor.name, [change])
-        except _Unchanged as same:
-            return same.value
-        return dataclasses.replace(target, aliases=tuple(sorted({*target.aliases, alias})))
+                        "actor": move.actor,
+                    }
+                    before = {"alias": move.alias, "version": old}
+                    after = {"alias": move.alias, "version": move.version}
+                    changes.append(
+                        _Change(Action.ALIAS_SET, _mres(model), model, before, after, move.actor)
+                    )
+                aliases = tuple(sorted(a for a, v in points.items() if v == move.version))
+                outcomes.append(to_version(rows[move.version], aliases))
+            if changes:
+                await conn.execute(self._sql.alias_upsert, list(upserts.values()))
+                revised = {"model_name": model, "revision": revision, "now": now}
+                await conn.execute(self._sql.set_revision, revised)
+                await self._append(conn, "", changes)
+        return outcomes
 
     async def delete_alias(
         self, actor: Principal, model: str, alias: str, etag: str
@@ -1176,6 +1214,12 @@ def _vres(model: str, version: int) -> str:
 
 def _model_missing(name: str) -> NotFound:
     return NotFound(_mres(name), f"model {name!r} not found (see ketch models list)")
+
+
+def _no_version(model: str, version: int) -> NotFound:
+    return NotFound(
+        _vres(model, version), f"model {model} has no version {version} (see ListModelVersions)"
+    )
 
 
 def _check_cancellable(actor: Principal, req: TransitionRequest) -> None:

@@ -89,12 +89,6 @@ class Statements:
             .values(revision=M.revision)
             .returning(*registered_models.c)
         )
-        self.lock_bump = (
-            update(registered_models)
-            .where(M.name == name)
-            .values(revision=M.revision + 1, update_time=bindparam("now", type_=BigInteger))
-            .returning(*registered_models.c)
-        )
         n = bindparam("n", type_=BigInteger)
         self.count = (
             insert(registry_counters)
@@ -105,7 +99,26 @@ class Statements:
             )
             .returning(registry_counters.c.value)
         )
-        self.alias_target = self._alias_target()
+        # Alias moves, applied a group at a time (RegistryStore._apply_alias_moves).
+        model = bindparam("model", type_=String)
+        self.versions_in = select(model_versions).where(
+            V.model == model, V.version.in_(bindparam("versions", expanding=True))
+        )
+        self.aliases_near = select(A.alias, A.version).where(
+            A.model == model,
+            or_(
+                A.version.in_(bindparam("versions", expanding=True)),
+                A.alias.in_(bindparam("aliases", expanding=True)),
+            ),
+        )
+        self.set_revision = (
+            update(registered_models)
+            .where(M.name == name)
+            .values(
+                revision=bindparam("revision", type_=BigInteger),
+                update_time=bindparam("now", type_=BigInteger),
+            )
+        )
         with_artifact = model_versions.outerjoin(
             artifacts,
             and_(artifacts.c.run_id == V.source_run_id, artifacts.c.path == V.source_path),
@@ -132,27 +145,6 @@ class Statements:
                 "update_time": upsert.excluded.update_time,
                 "updated_by": upsert.excluded.updated_by,
             },
-        )
-
-    @staticmethod
-    def _alias_target():
-        """The version an alias is to point at, with its aliases, and where the alias
-        points now (``_old``)."""
-        model = bindparam("model", type_=String)
-        every = model_aliases.alias("every_alias")
-        old = (
-            select(A.version)
-            .where(A.model == model, A.alias == bindparam("alias", type_=String))
-            .scalar_subquery()
-        )
-        joined = model_versions.outerjoin(
-            every, and_(every.c.model == V.model, every.c.version == V.version)
-        )
-        return (
-            select(model_versions, every.c.alias.label("_alias"), old.label("_old"))
-            .select_from(joined)
-            .where(V.model == model, V.version == bindparam("version", type_=BigInteger))
-            .order_by(every.c.alias)
         )
 
 
