@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sqlite3
+import time
 
 import pytest
 from ketch_server.domain.errors import (
@@ -31,13 +33,14 @@ from ketch_server.domain.registry import (
     policy_with,
 )
 from ketch_server.services.registry import RegistryService
+from ketch_server.store.direct_pg import DirectReader
 from ketch_server.store.engine import create_engine, upgrade_schema
 from ketch_server.store.inline_sqlite import InlineReader
 from ketch_server.store.lineage import LineageStore
 from ketch_server.store.registry import RegistryStore
 from ketch_server.store.registry_sql import RESOLVE, selector
 from ketch_server.store.schema import artifacts, blobs
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 ALICE = Principal("alice", PrincipalKind.USER, Role.WRITER, "token")
 BOB = Principal("bob", PrincipalKind.USER, Role.APPROVER, "token")
@@ -282,7 +285,65 @@ async def test_a_locked_sqlite_database_sends_resolve_to_the_waiting_async_path(
         await reg.engine.dispose()
 
 
-def test_inline_reads_are_only_for_file_backed_sqlite(tmp_path):
+# On PostgreSQL resolve goes straight through asyncpg (store/direct_pg.py), falling back
+# to the engine's pool when it cannot answer.
+@pytest.mark.postgres
+async def test_direct_postgres_resolve_matches_the_pool_and_survives_a_lost_connection(
+    postgres_url,
+):
+    reg = await new_registry(postgres_url)
+    try:
+        direct = reg.store._direct
+        assert direct is not None
+        await reg.model()
+        for _ in range(3):
+            await reg.version(stage=Stage.STAGING)
+        await reg.service.set_alias(ANONYMOUS, "models/churn", "champion", 2, "")
+        uris = ["models:/churn/1", "models:/churn@champion", "models:/churn/Staging"]
+        uris += ["models:/churn/latest", "models:/churn@nobody"]
+        for uri in uris:
+            kind, params = selector(parse_model_uri(uri))
+            async with reg.engine.connect() as conn:
+                expected = [dict(r) for r in (await conn.execute(RESOLVE[kind], params)).mappings()]
+            assert await direct.rows(RESOLVE[kind], params) == expected, uri
+
+        # The server drops the reader's connection: that read falls back to the pool,
+        # and the next one opens a new connection.
+        (conn,) = direct._idle
+        async with reg.engine.connect() as admin:
+            pid = conn.get_server_pid()
+            await admin.execute(text(f"SELECT pg_terminate_backend({pid})"))
+        await asyncio.sleep(0.1)
+        kind, params = selector(parse_model_uri("models:/churn@champion"))
+        assert await direct.rows(RESOLVE[kind], params) is None
+        for target in (3, 1):
+            await reg.service.set_alias(ANONYMOUS, "models/churn", "champion", target, "")
+            assert (await reg.service.resolve("models:/churn@champion")).version == target
+        assert len(direct._idle) == 1 and direct._idle[0].get_server_pid() != pid
+
+        await reg.engine.dispose()  # the reader's connections close with the engine
+        assert not direct._idle and conn.is_closed()
+    finally:
+        await reg.engine.dispose()
+
+
+async def test_direct_reader_answers_none_quickly_when_postgres_is_unreachable():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    engine = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/none")
+    direct = DirectReader.for_engine(engine)
+    kind, params = selector(parse_model_uri("models:/churn@champion"))
+    started = time.monotonic()
+    assert await direct.rows(RESOLVE[kind], params) is None
+    assert await direct.rows(RESOLVE[kind], params) is None  # no new attempt for a second
+    assert time.monotonic() - started < 3
+    await engine.dispose()
+
+
+def test_direct_readers_serve_only_their_own_backend(tmp_path):
+    assert DirectReader.for_engine(create_engine(f"sqlite:///{tmp_path}/k.db")) is None
+    assert DirectReader.for_engine(create_engine("postgresql+asyncpg://u@h/db")) is not None
     assert InlineReader.for_engine(create_engine("sqlite+aiosqlite:///:memory:")) is None
     assert InlineReader.for_engine(create_engine("postgresql+asyncpg://u@h/db")) is None
     assert InlineReader.for_engine(create_engine(f"sqlite:///{tmp_path}/k.db")) is not None

@@ -19,7 +19,10 @@ import logging
 import sqlite3
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ketch_server.store.compiled import CompiledStatements
 
 __all__ = ["InlineReader"]
 
@@ -30,10 +33,11 @@ class InlineReader:
     """Runs prebuilt SELECT statements on a private sqlite3 connection (one thread only)."""
 
     def __init__(self, engine: AsyncEngine, path: str) -> None:
-        self._dialect = engine.dialect
         self._path = path
         self._conn: sqlite3.Connection | None = None
-        self._compiled: dict[int, tuple[Any, str, tuple[str, ...], dict[str, Any]]] = {}
+        self._compiled = CompiledStatements(engine.dialect)
+        # Closed with the engine (Engine.dispose), like the engine's own connections.
+        event.listen(engine.sync_engine, "engine_disposed", lambda _engine: self.close())
 
     @classmethod
     def for_engine(cls, engine: AsyncEngine) -> InlineReader | None:
@@ -45,10 +49,9 @@ class InlineReader:
 
     def rows(self, statement: Any, params: dict[str, Any]) -> list[dict[str, Any]] | None:
         """The statement's rows as mappings, or None when the async path must answer."""
-        sql, names, defaults = self._compile(statement)
-        values = {**defaults, **params}  # defaults: literals such as LIMIT 1
+        sql, args = self._compiled.sql_and_args(statement, params)
         try:
-            cursor = self._connection().execute(sql, [values[name] for name in names])
+            cursor = self._connection().execute(sql, args)
             columns = [d[0] for d in cursor.description]
             return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
         except sqlite3.Error as exc:
@@ -68,15 +71,3 @@ class InlineReader:
             conn.execute("PRAGMA busy_timeout=0")  # never block the loop: fall back instead
             self._conn = conn
         return self._conn
-
-    def _compile(self, statement: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:
-        """SQL with ``?`` placeholders, the parameter name of each, and the statement's
-        own values, compiled once per statement (the entry keeps it alive, so its ``id``
-        cannot be reused by another)."""
-        found = self._compiled.get(id(statement))
-        if found is None or found[0] is not statement:
-            compiled = statement.compile(dialect=self._dialect)
-            names = tuple(compiled.positiontup or ())
-            found = (statement, str(compiled), names, dict(compiled.params))
-            self._compiled[id(statement)] = found
-        return found[1:]

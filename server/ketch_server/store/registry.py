@@ -73,6 +73,7 @@ from ketch_server.domain.registry import (
 )
 from ketch_server.store import search
 from ketch_server.store.base import SqlStore, now_ms
+from ketch_server.store.direct_pg import DirectReader
 from ketch_server.store.flights import Flights
 from ketch_server.store.group_commit import GroupCommit
 from ketch_server.store.inline_sqlite import InlineReader
@@ -176,8 +177,10 @@ class RegistryStore(SqlStore):
             if self._dialect == "postgresql"
             else self
         )
-        # On SQLite, resolve (the hot read) runs inline on the loop's thread.
+        # Resolve, the hot read: inline on the loop's thread on SQLite; on PostgreSQL
+        # straight through asyncpg. Both fall back to the engine when they cannot answer.
         self._inline = InlineReader.for_engine(engine)
+        self._direct = DirectReader.for_engine(engine)
         self._resolves = Flights()
         self._alias_moves = GroupCommit(self._apply_alias_moves)
 
@@ -553,9 +556,12 @@ class RegistryStore(SqlStore):
 
     async def _resolve_async(self, uri: ModelUri) -> ModelVersion:
         kind, params = selector(uri)
-        async with self._single_read._tx() as conn:
-            rows = (await conn.execute(RESOLVE[kind], params)).mappings().all()
-            if not rows:
+        rows = await self._direct.rows(RESOLVE[kind], params) if self._direct else None
+        if rows is None:
+            async with self._single_read._tx() as conn:
+                rows = (await conn.execute(RESOLVE[kind], params)).mappings().all()
+        if not rows:
+            async with self._single_read._tx() as conn:
                 raise await self._unresolved(conn, uri)
         return to_version(rows[0], aliases_of(rows))
 
