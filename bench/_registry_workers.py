@@ -27,12 +27,25 @@ from _procs import versions
 
 
 def run_phase(
-    threads: int, calls: int, make_client: Callable[[], Any], warm: Callable, call: Callable
+    threads: int,
+    calls: int,
+    make_client: Callable[[], Any],
+    warm: Callable,
+    call: Callable,
+    *,
+    rate: float | None = None,
 ) -> dict:
-    """``call(client, thread, j)`` ``calls`` times in each of ``threads`` threads."""
+    """``call(client, thread, j)`` ``calls`` times in each of ``threads`` threads.
+
+    Without ``rate`` each thread calls again as soon as it has its answer (a closed
+    loop). With ``rate`` (calls per second, all threads together) thread ``i`` calls at
+    fixed times, staggered so the calls spread evenly; a call's latency counts from
+    the time it was due, so a server that falls behind is charged for the wait
+    (no coordinated omission)."""
     barrier = threading.Barrier(threads + 1)
     latencies: list[list[float]] = [[] for _ in range(threads)]
     failures: list[str] = []
+    started = 0.0
 
     def work(i: int) -> None:
         client = make_client()
@@ -42,7 +55,12 @@ def run_phase(
             barrier.wait()
         spans = latencies[i]
         for j in range(calls):
-            t0 = time.perf_counter()
+            if rate:
+                due = started + (j * threads + i) / rate
+                time.sleep(max(0.0, due - time.perf_counter()))
+                t0 = due
+            else:
+                t0 = time.perf_counter()
             try:
                 call(client, i, j)
             except Exception as exc:  # counted, not fatal: a phase reports its failures
@@ -53,8 +71,11 @@ def run_phase(
     workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
     for w in workers:
         w.start()
+    # Paced threads read the first due time after the barrier; closed loops start at it.
+    started = time.perf_counter() + 0.05 if rate else 0.0
     barrier.wait()
-    started = time.perf_counter()
+    if not rate:
+        started = time.perf_counter()
     for w in workers:
         w.join()
     wall = time.perf_counter() - started
@@ -86,6 +107,8 @@ def ketch_registry(
     moves: int,
     approvals: int,
     solo: int,
+    paced_rate: float,
+    paced_calls: int,
 ) -> dict:
     """Resolve by stage and by alias, alias moves and approvals against a ketch server
     with token auth: ``tokens`` has ``admin``, ``writer`` and ``approver`` secrets."""
@@ -125,6 +148,9 @@ def ketch_registry(
         "resolve_alias_solo": run_phase(1, solo, client_as("writer"), warm, by_alias),
         "resolve_stage": run_phase(threads, calls, client_as("writer"), warm, by_stage),
         "resolve_alias": run_phase(threads, calls, client_as("writer"), warm, by_alias),
+        "resolve_alias_paced": run_phase(
+            threads, paced_calls, client_as("writer"), warm, by_alias, rate=paced_rate
+        ),
         "alias_move": run_phase(threads, moves, client_as("writer"), warm, move),
         "approve": run_phase(threads, approvals, client_as("approver"), warm, approve),
     }
@@ -180,7 +206,9 @@ def echo_server(port: int) -> dict:
     return {}
 
 
-def echo_calls(uri: str, threads: int, calls: int, solo: int) -> dict:
+def echo_calls(
+    uri: str, threads: int, calls: int, solo: int, paced_rate: float, paced_calls: int
+) -> dict:
     """The same closed loop as the ketch phases, calling ``grpc.health.v1.Health/Check``
     on :func:`echo_server`: the cost of a unary call through grpcio itself."""
     import grpc
@@ -197,6 +225,7 @@ def echo_calls(uri: str, threads: int, calls: int, solo: int) -> dict:
     return {
         "resolve_alias_solo": run_phase(1, solo, make, check, check),
         "resolve_alias": run_phase(threads, calls, make, check, check),
+        "resolve_alias_paced": run_phase(threads, paced_calls, make, check, check, rate=paced_rate),
     }
 
 

@@ -16,6 +16,9 @@ with ``--threads`` threads, each with its own channel (ketch) or HTTP session
 * resolve by stage: ``get_model_version("models:/churn/Production")`` (ketch only)
 * resolve by alias: ``get_model_version("models:/churn@champion")`` /
   ``MlflowClient.get_model_version_by_alias``
+* resolve by alias, paced: the same call at a fixed offered load (``--paced-rate``
+  calls/s from all threads together, for ``--paced-seconds``), latency counted from
+  when each call was due (ketch and the gRPC ceiling)
 * alias move: each thread moves its own alias between versions 1 and 2 on every call
   (always a real write, all on one model) / ``set_registered_model_alias``
 * approve: approve a pending request to Staging whose policy needs one approval, so
@@ -63,6 +66,7 @@ PHASES = {
     "resolve_alias_solo": "resolve by alias, 1 client",
     "resolve_stage": "resolve by stage",
     "resolve_alias": "resolve by alias",
+    "resolve_alias_paced": "resolve by alias, paced",
     "alias_move": "alias move",
     "approve": "approve (vote + apply)",
 }
@@ -80,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mlflow-calls", type=int, default=20, help="MLflow resolves per thread")
     p.add_argument("--mlflow-moves", type=int, default=4, help="MLflow alias moves per thread")
     p.add_argument("--solo-calls", type=int, default=500, help="ketch resolves with 1 client")
+    p.add_argument("--paced-rate", type=float, default=1000, help="offered resolves/s, paced phase")
+    p.add_argument("--paced-seconds", type=float, default=5, help="length of the paced phase")
     p.add_argument("--mlflow-solo-calls", type=int, default=50, help="MLflow, 1 client")
     p.add_argument("--mlflow-python", default=DEFAULT_BENCH_PYTHON)
     p.add_argument("--only", default=",".join(CASES), help=f"subset of {', '.join(CASES)}")
@@ -161,10 +167,16 @@ class Bench:
                 "threads": self.args.threads,
                 "calls": self.args.calls,
                 "solo": self.args.solo_calls,
+                **self._paced(),
             }
             result = run_worker(sys.executable, "echo_calls", kwargs, timeout=self.args.timeout)
             result["server_cpu_s"] = _procs.tree_cpu_s(server.proc.pid)
         return result
+
+    def _paced(self) -> dict:
+        """The paced phase's arguments: total offered rate and calls per thread."""
+        per_thread = self.args.paced_rate * self.args.paced_seconds / self.args.threads
+        return {"paced_rate": self.args.paced_rate, "paced_calls": max(1, round(per_thread))}
 
     def _ketch(self, data: pathlib.Path, db: str | None) -> dict:
         port = _procs.free_port()
@@ -183,6 +195,7 @@ class Bench:
                 "moves": self.args.moves,
                 "approvals": self.args.approvals,
                 "solo": self.args.solo_calls,
+                **self._paced(),
             }
             result = run_worker(sys.executable, "ketch_registry", kwargs, timeout=self.args.timeout)
             result["server_cpu_s"] = _procs.tree_cpu_s(server.proc.pid)
@@ -261,7 +274,9 @@ def speedup(results: dict[str, list[dict]], case: str, phase: str) -> str:
     return f"{r:,.0f}x" if r >= 20 else f"{r:.1f}x"  # 9.66 must not read as 10
 
 
-def render_table(results: dict[str, list[dict]], cases: list[str], threads: int) -> str:
+def render_table(
+    results: dict[str, list[dict]], cases: list[str], threads: int, paced_rate: float
+) -> str:
     ketch_cases = [c for c in cases if c.startswith("ketch")]
     headers = ["operation", *(LABELS[c] for c in cases)]
     headers += [f"{LABELS[c].split(' · ')[1]} ÷ MLflow calls/s" for c in ketch_cases]
@@ -271,6 +286,8 @@ def render_table(results: dict[str, list[dict]], cases: list[str], threads: int)
     ]
     for phase, label in PHASES.items():
         name = label if phase.endswith("_solo") else f"{label}, {threads} clients"
+        if phase.endswith("_paced"):
+            name = f"{name}, {paced_rate:,.0f} calls/s offered"
         row = [name, *(cell(results[c], phase) for c in cases)]
         row += [speedup(results, c, phase) for c in ketch_cases]
         lines.append("| " + " | ".join(row) + " |")
@@ -283,7 +300,12 @@ def targets(results: dict[str, list[dict]]) -> list[str]:
     for case in ("ketch-sqlite", "ketch-postgres"):
         if not results.get(case):
             continue
-        for phase in ("resolve_alias_solo", "resolve_stage", "resolve_alias"):
+        for phase in (
+            "resolve_alias_solo",
+            "resolve_stage",
+            "resolve_alias",
+            "resolve_alias_paced",
+        ):
             p50 = median_of(results[case], phase, "p50_ms")
             p99 = median_of(results[case], phase, "p99_ms")
             if p50 is None or p99 is None:
@@ -343,7 +365,10 @@ def results_md(bench: Bench, table: str, meta: dict) -> str:
         "calls/s is bounded by client + server CPU per call; `load before` in the "
         "repetitions table is the 1-minute load average when each case started. The "
         "`bare grpc.aio` column is that bound with nothing behind it: the same clients "
-        "calling grpc.health.v1 Check on a server that holds only the health service.",
+        "calling grpc.health.v1 Check on a server that holds only the health service. "
+        "The paced row offers a fixed load instead of a closed loop: the same clients call "
+        "at fixed times, together the given calls/s, and each latency counts from when "
+        "the call was due, so queueing behind a slow server is charged to it.",
         "",
         "Targets from the issue:",
         "",
@@ -403,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    table = render_table(bench.results, args.cases, args.threads)
+    table = render_table(bench.results, args.cases, args.threads, args.paced_rate)
     print(table)
     print("\n".join(targets(bench.results)))
     args.output.write_text(results_md(bench, table, meta))
