@@ -22,7 +22,7 @@ from ketch_server.domain.errors import (
 )
 from ketch_server.domain.identity import ANONYMOUS, Principal, PrincipalKind, Role
 from ketch_server.domain.lineage import Direction, NodeKind, NodeRef
-from ketch_server.domain.models import MetricColumns, RunEnvironment, RunSource
+from ketch_server.domain.models import MetricColumns, RunEnvironment, RunSource, etag_of
 from ketch_server.domain.pagination import encode_token, fingerprint
 from ketch_server.domain.registry import (
     Action,
@@ -319,10 +319,13 @@ async def test_direct_postgres_resolve_matches_the_pool_and_survives_a_lost_conn
         for target in (3, 1):
             await reg.service.set_alias(ANONYMOUS, "models/churn", "champion", target, "")
             assert (await reg.service.resolve("models:/churn@champion")).version == target
-        assert len(direct._idle) == 1 and direct._idle[0].get_server_pid() != pid
+        (fresh,) = direct._idle
+        assert fresh.get_server_pid() != pid
 
         await reg.engine.dispose()  # the reader's connections close with the engine
-        assert not direct._idle and conn.is_closed()
+        assert not direct._idle and fresh.is_closed()
+        assert await direct.rows(RESOLVE[kind], params) is None  # and it opens no more
+        assert not direct._idle
     finally:
         await reg.engine.dispose()
 
@@ -336,7 +339,8 @@ async def test_direct_reader_answers_none_quickly_when_postgres_is_unreachable()
     kind, params = selector(parse_model_uri("models:/churn@champion"))
     started = time.monotonic()
     assert await direct.rows(RESOLVE[kind], params) is None
-    assert await direct.rows(RESOLVE[kind], params) is None  # no new attempt for a second
+    assert direct._next_connect > time.monotonic()  # no new attempt for a while
+    assert await direct.rows(RESOLVE[kind], params) is None
     assert time.monotonic() - started < 3
     await engine.dispose()
 
@@ -377,18 +381,40 @@ async def test_resolves_sharing_a_query_never_miss_a_committed_move(db_url):
             assert (await reg.service.resolve("models:/churn@champion")).version == target
         stop.set()
         await asyncio.gather(*storms)
-        assert calls > 40 and reg.store._resolves.flown < calls  # shared, yet never stale
+        assert reg.store._resolves.flown < calls  # shared, yet never stale
         with pytest.raises(NotFound, match="no alias 'nobody'"):
             await asyncio.gather(*(reg.service.resolve("models:/churn@nobody") for _ in range(5)))
     finally:
         await reg.engine.dispose()
 
 
+def serial_alias_moves(moves, revision: int):
+    """What alias moves from no aliases give one at a time: per move ``(version,
+    aliases of that version after it)`` or the refusal's type; the ALIAS_SET events
+    ``(mover index, alias, before, after)``; the final aliases; the final revision."""
+    points: dict[str, int] = {}
+    outcomes: list = []
+    events = []
+    for k, (alias, version, etag) in enumerate(moves):
+        if etag and etag != etag_of(revision):
+            outcomes.append(Aborted)
+        elif version not in (1, 2, 3):
+            outcomes.append(NotFound)
+        else:
+            if points.get(alias) != version:
+                events.append((f"ci-{k}", alias, points.get(alias), version))
+                points[alias] = version
+                revision += 1
+            outcomes.append((version, tuple(sorted(a for a, v in points.items() if v == version))))
+    return outcomes, events, points, revision
+
+
 async def test_concurrent_alias_moves_are_grouped_with_their_serial_outcomes(db_url):
     """Alias moves of one model queued behind a commit share the next transaction
     (store/group_commit.py); each must still get what it would have got alone, in
-    submission order: its version, a refusal of its own (missing version, stale etag),
-    or nothing changed (already there), with one audit event per real move."""
+    submission order: its version and aliases, a refusal of its own (missing version,
+    stale etag), or nothing changed (already there), one audit event per real move,
+    and an etag that counts every real move, across groups."""
     reg = await new_registry(db_url)
     try:
         await reg.model()
@@ -400,37 +426,32 @@ async def test_concurrent_alias_moves_are_grouped_with_their_serial_outcomes(db_
         moves[5] = moves[4]  # the same move twice in a row: the second changes nothing
         moves.insert(20, ("a1", 99, ""))  # no such version
         moves.append(("a0", 1, start.etag))  # stale by then: earlier moves changed the model
-        actors = [
-            Principal(f"ci-{k}", PrincipalKind.SERVICE, Role.WRITER, "token")
-            for k in range(len(moves))
-        ]
+        # A move guarded by the etag the model has just before it, in a later group.
+        _, events_before, _, revision = serial_alias_moves(moves[:33], start.revision)
+        moves.insert(33, ("a5", 3, etag_of(revision)))
+        expected, expected_events, points, revision = serial_alias_moves(moves, start.revision)
+        assert events_before and expected[33] != Aborted
 
-        results = await asyncio.gather(
-            *(
-                reg.service.set_alias(actor, "models/churn", alias, version, etag)
-                for actor, (alias, version, etag) in zip(actors, moves, strict=True)
-            ),
-            return_exceptions=True,
-        )
+        tasks = []
+        for k, (alias, version, etag) in enumerate(moves):
+            actor = Principal(f"ci-{k}", PrincipalKind.SERVICE, Role.WRITER, "token")
+            call = reg.service.set_alias(actor, "models/churn", alias, version, etag)
+            tasks.append(asyncio.create_task(call))
+            if k % 10 == 9:  # the next moves arrive while a group is committing
+                await asyncio.sleep(0.002)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
 
-        points: dict[str, int] = {}
-        expected_events = []
-        for k, ((alias, version, _etag), result) in enumerate(zip(moves, results, strict=True)):
-            if version == 99:
-                assert isinstance(result, NotFound) and "no version 99" in str(result)
-            elif k == len(moves) - 1:
-                assert isinstance(result, Aborted), result
+        for k, (want, got) in enumerate(zip(expected, results, strict=True)):
+            if isinstance(want, type):
+                assert isinstance(got, want), (k, got)
             else:
-                assert not isinstance(result, Exception), result
-                assert result.version == version and alias in result.aliases
-                if points.get(alias) != version:
-                    expected_events.append((f"ci-{k}", alias, points.get(alias), version))
-                    points[alias] = version
-        assert reg.store._alias_moves.groups < len(moves)  # they did share transactions
+                assert not isinstance(got, Exception), (k, got)
+                assert (got.version, got.aliases) == want, k
+        assert 1 < reg.store._alias_moves.groups < len(moves)  # they did share transactions
 
         events = [e for e in await reg.events("churn", Action.ALIAS_SET) if e.seq > seq0]
         assert [e.seq for e in events] == list(range(seq0 + 1, seq0 + 1 + len(events)))
-        got = [
+        got_events = [
             (
                 e.actor,
                 json.loads(e.after)["alias"],
@@ -439,11 +460,14 @@ async def test_concurrent_alias_moves_are_grouped_with_their_serial_outcomes(db_
             )
             for e in events
         ]
-        assert got == expected_events
-        after = await reg.service.get_model("churn")
-        assert after.revision == start.revision + len(expected_events)
+        assert got_events == expected_events
+        assert (await reg.service.get_model("churn")).revision == revision
         for alias, version in points.items():
             assert (await reg.service.resolve(f"models:/churn@{alias}")).version == version
+
+        missing = [reg.service.set_alias(ANONYMOUS, "models/nope", "a", 1, "") for _ in range(3)]
+        for refused in await asyncio.gather(*missing, return_exceptions=True):
+            assert isinstance(refused, NotFound) and "nope" in str(refused)
     finally:
         await reg.engine.dispose()
 

@@ -4,6 +4,7 @@ every caller's answer comes from a query that began after it called."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 from ketch_server.store.flights import Flights
@@ -89,3 +90,33 @@ async def test_a_cancelled_caller_does_not_cancel_the_query_others_share():
     assert await patient == 7
     assert impatient.cancelled() and source.queries == 2
     assert await flights.run("k", source.read) == 7  # nothing left behind
+
+
+async def test_a_cancelled_first_caller_leaves_its_flight_to_those_waiting_behind_it():
+    flights, source = Flights(), Source(delay=0.05)
+    starter = asyncio.create_task(flights.run("k", source.read))
+    await asyncio.sleep(0.01)
+    behind = asyncio.create_task(flights.run("k", source.read))
+    starter.cancel()
+    assert await behind == 0
+    assert starter.cancelled() and source.queries == 2
+    assert not flights._slots  # nothing left behind
+
+
+async def test_a_flight_that_nobody_waits_for_any_more_fails_quietly():
+    unretrieved: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: unretrieved.append(ctx))
+    flights, source = Flights(), Source(delay=0.03)
+    first = asyncio.create_task(flights.run("k", source.read))
+    await asyncio.sleep(0.005)
+    source.fail_with = LookupError("gone")
+    gone = asyncio.create_task(flights.run("k", source.read))
+    await asyncio.sleep(0.005)
+    gone.cancel()
+    first.cancel()
+    await asyncio.sleep(0.1)  # both flights land with nobody waiting
+    del first, gone  # their tracebacks hold the futures they waited on
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not flights._slots
+    assert not unretrieved, unretrieved

@@ -102,3 +102,38 @@ async def test_a_caller_cancelled_while_queued_is_left_out():
     assert gone.cancelled()
     assert ledger.committed == ["a", "c"]
     assert not commits._queues and not commits._drains  # nothing left behind
+
+
+async def test_a_wrong_number_of_outcomes_fails_the_group_instead_of_hanging_it():
+    async def short(_key, items):
+        return items[:-1]
+
+    commits = GroupCommit(short)
+    with pytest.raises(RuntimeError, match="outcomes"):
+        await commits.submit("m", "a")
+
+
+async def test_a_cancelled_drain_cancels_what_is_queued_and_the_next_submit_starts_anew():
+    ledger = Ledger(delay=0.05)
+    commits = GroupCommit(ledger.commit)
+    first = asyncio.create_task(commits.submit("m", "a"))
+    await asyncio.sleep(0.005)
+    queued = asyncio.create_task(commits.submit("m", "b"))
+    await asyncio.sleep(0)
+    commits._drains["m"].cancel()  # as at shutdown, mid-commit
+    for task in (first, queued):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert not commits._queues and not commits._drains
+    assert await commits.submit("m", "c") == "m:c"
+
+
+async def test_a_drain_cancelled_before_it_ran_is_replaced():
+    ledger = Ledger(delay=0)
+    commits = GroupCommit(ledger.commit)
+    stuck = asyncio.create_task(commits.submit("m", "a"))
+    await asyncio.sleep(0)  # the drain task exists but has not run yet
+    commits._drains["m"].cancel()
+    await asyncio.sleep(0)
+    assert await commits.submit("m", "b") == "m:b"
+    assert await stuck == "m:a"  # picked up by the new drain

@@ -13,7 +13,12 @@ be opened, the connection broke, any error from the server) :meth:`DirectReader.
 returns None and the caller takes the pooled path, which waits, retries and reports
 errors as usual. After a failed connect it leaves connecting alone for a second, so a
 database that is down costs the pooled path's error, not a connect attempt per call.
-Its connections close with the engine (``Engine.dispose``). One event loop only.
+Its connections close with the engine (``Engine.dispose``), and it opens no more
+afterwards. One event loop only.
+
+Its connections are opened from the engine's URL alone (host, port, user, password,
+database and the URL's query options); ``connect_args`` given to the engine and
+``do_connect`` hooks do not apply to them (ketch's engines use neither).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class DirectReader:
         self._busy: set[Any] = set()
         self._connecting = 0
         self._next_connect = 0.0
+        self._closed = False
         self._compiled = CompiledStatements(engine.dialect)
         event.listen(engine.sync_engine, "engine_disposed", lambda _engine: self.close())
 
@@ -65,10 +71,10 @@ class DirectReader:
 
     async def rows(self, statement: Any, params: dict[str, Any]) -> list[dict[str, Any]] | None:
         """The statement's rows as mappings, or None when the pooled path must answer."""
+        sql, args = self._compiled.sql_and_args(statement, params)
         conn = self._idle.pop() if self._idle else await self._open()
         if conn is None:
             return None
-        sql, args = self._compiled.sql_and_args(statement, params)
         self._busy.add(conn)
         try:
             records = await conn.fetch(sql, *args)
@@ -80,13 +86,14 @@ class DirectReader:
             log.debug("direct read fell back to the pooled path: %r", exc)
             return None
         self._busy.discard(conn)
-        if conn.is_closed():
-            return None
-        self._idle.append(conn)
+        if self._closed:
+            conn.terminate()
+        elif not conn.is_closed():
+            self._idle.append(conn)
         return [dict(r) for r in records]
 
     async def _open(self) -> Any:
-        if len(self._busy) + self._connecting >= self._size:
+        if self._closed or len(self._busy) + self._connecting >= self._size:
             return None
         if time.monotonic() < self._next_connect:
             return None
@@ -94,7 +101,11 @@ class DirectReader:
 
         self._connecting += 1
         try:
-            return await asyncpg.connect(**self._connect_kwargs)
+            conn = await asyncpg.connect(**self._connect_kwargs)
+            if self._closed:  # the engine was disposed while this one was opening
+                conn.terminate()
+                return None
+            return conn
         except Exception as exc:
             self._next_connect = time.monotonic() + _RECONNECT_PAUSE_S
             log.debug("direct reader could not connect; the pooled path answers: %r", exc)
@@ -103,7 +114,9 @@ class DirectReader:
             self._connecting -= 1
 
     def close(self) -> None:
-        """Close every connection at once (idle ones and any mid-query)."""
+        """Close every connection at once (idle ones and any mid-query), for good:
+        afterwards every read is the pooled path's."""
+        self._closed = True
         for conn in [*self._idle, *self._busy]:
             conn.terminate()
         self._idle.clear()

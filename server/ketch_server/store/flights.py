@@ -61,6 +61,7 @@ class Flights:
         else:
             if slot.next is None:
                 slot.next = asyncio.get_running_loop().create_future()
+                slot.next.add_done_callback(_retrieve)  # its callers may all have gone
                 slot.next_query = query
             waiting = slot.next
         return await asyncio.shield(waiting)
@@ -72,8 +73,7 @@ class Flights:
         return task
 
     def _landed(self, key: Hashable, done: asyncio.Task) -> None:
-        if not done.cancelled():
-            done.exception()  # retrieved here: its callers may all have gone
+        _retrieve(done)
         slot = self._slots[key]
         if slot.next is None:
             del self._slots[key]
@@ -81,8 +81,19 @@ class Flights:
         gathered, query = slot.next, slot.next_query
         slot.next = slot.next_query = None
         assert query is not None
-        slot.running = self._launch(key, query)
+        try:
+            slot.running = self._launch(key, query)
+        except Exception as exc:  # the query could not even start: fail its callers
+            del self._slots[key]
+            gathered.set_exception(exc)
+            return
         slot.running.add_done_callback(lambda flown: _settle(gathered, flown))
+
+
+def _retrieve(done: asyncio.Future) -> None:
+    """Mark a future's exception as seen (its callers may all have stopped waiting)."""
+    if not done.cancelled():
+        done.exception()
 
 
 def _settle(gathered: asyncio.Future, flown: asyncio.Task) -> None:

@@ -601,8 +601,9 @@ class RegistryStore(SqlStore):
     async def _apply_alias_moves(
         self, model: str, moves: list[_AliasMove]
     ) -> list[ModelVersion | KetchError]:
-        """Apply ``moves`` of ``model``'s aliases in one transaction, in order: seven
-        statements, however many moves (the outcome of each, in order)."""
+        """Apply ``moves`` of ``model``'s aliases in one transaction, in order, and
+        return the outcome of each: the lock, two reads, and when anything changed the
+        alias upserts (one executemany), the revision and the audit events."""
         now = self.clock()
         outcomes: list[ModelVersion | KetchError] = []
         async with self._write() as conn:
