@@ -235,6 +235,23 @@ async def test_versions_uris_aliases_and_lineage(reg):
     assert actions.count(Action.ALIAS_SET) == 3
 
 
+async def resolves_through_the_engine(reg):
+    """A model with three Staging versions and an alias; then, for every kind of model
+    URI (one that matches nothing too), the resolve statement, its parameters and the
+    rows the engine's own path gives: what the direct readers must give as well."""
+    await reg.model()
+    for _ in range(3):
+        await reg.version(stage=Stage.STAGING)
+    await reg.service.set_alias(ANONYMOUS, "models/churn", "champion", 2, "")
+    uris = ["models:/churn/1", "models:/churn@champion", "models:/churn/Staging"]
+    uris += ["models:/churn/latest", "models:/churn@nobody"]
+    for uri in uris:
+        kind, params = selector(parse_model_uri(uri))
+        async with reg.engine.connect() as conn:
+            expected = [dict(r) for r in (await conn.execute(RESOLVE[kind], params)).mappings()]
+        yield uri, RESOLVE[kind], params, expected
+
+
 # SQLite answers resolve inline on the loop's thread (store/inline_sqlite.py); the async
 # path stays the fallback. Both must give the same rows and see every commit at once.
 async def test_inline_sqlite_resolve_matches_the_async_path_and_sees_each_move(sqlite_url):
@@ -242,17 +259,8 @@ async def test_inline_sqlite_resolve_matches_the_async_path_and_sees_each_move(s
     try:
         inline = InlineReader.for_engine(reg.engine)
         assert inline is not None and reg.store._inline is not None
-        await reg.model()
-        for _ in range(3):
-            await reg.version(stage=Stage.STAGING)
-        await reg.service.set_alias(ANONYMOUS, "models/churn", "champion", 2, "")
-        uris = ["models:/churn/1", "models:/churn@champion", "models:/churn/Staging"]
-        uris += ["models:/churn/latest", "models:/churn@nobody"]
-        for uri in uris:
-            kind, params = selector(parse_model_uri(uri))
-            async with reg.engine.connect() as conn:
-                expected = [dict(r) for r in (await conn.execute(RESOLVE[kind], params)).mappings()]
-            assert inline.rows(RESOLVE[kind], params) == expected, uri
+        async for uri, statement, params, expected in resolves_through_the_engine(reg):
+            assert inline.rows(statement, params) == expected, uri
         for target in (3, 1, 2):  # each move is visible to the very next resolve
             await reg.service.set_alias(ANONYMOUS, "models/churn", "champion", target, "")
             assert (await reg.service.resolve("models:/churn@champion")).version == target
@@ -295,17 +303,8 @@ async def test_direct_postgres_resolve_matches_the_pool_and_survives_a_lost_conn
     try:
         direct = reg.store._direct
         assert direct is not None
-        await reg.model()
-        for _ in range(3):
-            await reg.version(stage=Stage.STAGING)
-        await reg.service.set_alias(ANONYMOUS, "models/churn", "champion", 2, "")
-        uris = ["models:/churn/1", "models:/churn@champion", "models:/churn/Staging"]
-        uris += ["models:/churn/latest", "models:/churn@nobody"]
-        for uri in uris:
-            kind, params = selector(parse_model_uri(uri))
-            async with reg.engine.connect() as conn:
-                expected = [dict(r) for r in (await conn.execute(RESOLVE[kind], params)).mappings()]
-            assert await direct.rows(RESOLVE[kind], params) == expected, uri
+        async for uri, statement, params, expected in resolves_through_the_engine(reg):
+            assert await direct.rows(statement, params) == expected, uri
 
         # The server drops the reader's connection: that read falls back to the pool,
         # and the next one opens a new connection.
