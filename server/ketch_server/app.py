@@ -114,8 +114,10 @@ class KetchServer:
         port: int,
         ingest: Ingest,
         telemetry: Telemetry | None = None,
+        registry: RegistryService | None = None,
     ) -> None:
         self.settings = settings
+        self.registry = registry
         self.ingest = ingest
         self.telemetry = telemetry or Telemetry()
         self.server = server
@@ -123,6 +125,7 @@ class KetchServer:
         self.health = health_servicer
         self.port = port
         self._watch: asyncio.Task | None = None
+        self._sweep: asyncio.Task | None = None
 
     @property
     def address(self) -> str:
@@ -136,6 +139,8 @@ class KetchServer:
         await self.health.set("liveness", health_pb2.HealthCheckResponse.SERVING)
         await self._check_database()
         self._watch = asyncio.create_task(self._watch_database(), name="ketch-db-health")
+        if self.registry is not None:
+            self._sweep = asyncio.create_task(self._sweep_expired(), name="ketch-expiry")
         log.info(
             "ketch server listening",
             extra={
@@ -153,8 +158,9 @@ class KetchServer:
         grace = self.settings.grace_seconds if grace is None else grace
         log.info("shutting down; in-flight calls have %.1fs to finish", grace)
         await self.health.enter_graceful_shutdown()
-        if self._watch:
-            self._watch.cancel()
+        for task in (self._watch, self._sweep):
+            if task:
+                task.cancel()
         await self.server.stop(grace)
         await self.ingest.stop()
         await self.store.engine.dispose()
@@ -191,6 +197,19 @@ class KetchServer:
             if ok and not was_ok:
                 log.info("database reachable again; health is SERVING")
             was_ok = ok
+
+    async def _sweep_expired(self) -> None:
+        """Expire due transition requests every ``expiry_sweep_seconds``."""
+        assert self.registry is not None
+        while True:
+            await asyncio.sleep(self.settings.expiry_sweep_seconds)
+            try:
+                expired = await self.registry.expire_due()
+            except Exception as exc:  # the database may be down: the health watch says so
+                log.debug("expiring due transition requests failed: %r", exc)
+                continue
+            for req in expired:
+                log.info("%s expired before it was approved", req.resource)
 
 
 def _check_security(settings: Settings) -> tuple[AuthMode, Role]:
@@ -306,9 +325,8 @@ async def build_server(settings: Settings, *, telemetry: Telemetry | None = None
     lineage_pb2_grpc.add_LineageServiceServicer_to_server(
         LineageServicer(LineageService(LineageStore(engine))), server
     )
-    registry_pb2_grpc.add_RegistryServiceServicer_to_server(
-        RegistryServicer(RegistryService(RegistryStore(engine))), server
-    )
+    registry = RegistryService(RegistryStore(engine))
+    registry_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(registry), server)
     auth_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(identity), server)
     operations_pb2_grpc.add_OperationsServiceServicer_to_server(
         OperationsServicer(telemetry.stats, engine, settings), server
@@ -331,7 +349,9 @@ async def build_server(settings: Settings, *, telemetry: Telemetry | None = None
             f"ketch: cannot listen on {settings.address} ({exc}); is another server using it? "
             "Pick another port with --port."
         ) from exc
-    return KetchServer(settings, server, store, health_servicer, port, ingest, telemetry)
+    return KetchServer(
+        settings, server, store, health_servicer, port, ingest, telemetry, registry=registry
+    )
 
 
 async def serve(settings: Settings) -> None:

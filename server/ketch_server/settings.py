@@ -31,6 +31,8 @@ class Settings:
     # reconnect and rebalance across replicas. None or 0: never.
     max_connection_age_seconds: float | None = None
     health_interval_seconds: float = 5.0
+    # How often each replica expires pending transition requests past their expiry.
+    expiry_sweep_seconds: float = 10.0
     migrate: bool = True
     allow_anonymous: bool = False
     # Artifact bytes: "" = <data_dir>/artifacts, a directory, or s3://bucket/prefix.

@@ -240,6 +240,42 @@ def test_watch_resumes_from_a_cursor_while_events_are_written(server, client, tm
     assert [e.sequence for e in pages] == list(range(1, total + 1))
 
 
+@pytest.fixture
+def sweeping_server(db_url, tmp_path):
+    """A server that looks for due transition requests every 0.2 s."""
+    from ketch_server.settings import Settings
+
+    from tests.conftest import ThreadServer
+
+    settings = Settings(
+        port=0,
+        data_dir=tmp_path / "data",
+        db_url=db_url,
+        grace_seconds=1,
+        expiry_sweep_seconds=0.2,
+    )
+    srv = ThreadServer(settings).start()
+    yield srv
+    srv.stop()
+
+
+def test_a_watcher_sees_a_request_expire_when_it_is_due(sweeping_server, tmp_path):
+    """Nobody acts on the request: the server expires it by itself (reading a request
+    past its expiry writes nothing), and the watch stream shows it, by ketch:expiry."""
+    with ketch.Client(sweeping_server.uri) as client:
+        run_id = trained(sweeping_server, tmp_path)
+        client.create_model("churn")
+        client.register_model("churn", run_id)
+        client.set_policy("churn", "staging", approvals=1, expiry_seconds=1)
+        request = client.request_transition("churn", 1, "staging")
+        assert request.state == "PENDING"
+        watch = client.watch_registry(["churn"], actions=["TRANSITION_EXPIRED"], timeout=15)
+        event = next(iter(watch), None)
+        assert event is not None, "no TRANSITION_EXPIRED event within 15 s"
+        assert event.actor == "ketch:expiry" and event.resource == f"requests/{request.id}"
+        assert client.get_transition_request(request.id).state == "EXPIRED"
+
+
 def test_registry_service_is_reflected(channel):
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     (resp,) = stub.ServerReflectionInfo(

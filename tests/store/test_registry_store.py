@@ -674,6 +674,43 @@ async def test_requests_expire(reg):
     assert again.state is TransitionState.PENDING
 
 
+async def test_due_requests_are_expired_once_without_anyone_acting_on_them(db_url):
+    """The server's sweep (RegistryService.expire_due) expires what is due, on two
+    replicas at once, recording each expiry once, as ketch:expiry; requests not yet
+    due, already decided or pending under a longer expiry are left alone."""
+    a, b = await new_registry(db_url), await new_registry(db_url)
+    try:
+        now = [1_000_000]
+        a.store.clock = b.store.clock = lambda: now[0]
+        await a.model(
+            production={"approvals_required": 1, "expiry_seconds": 60},
+            staging={"approvals_required": 1, "expiry_seconds": 600},
+        )
+        due = [await a.request(ALICE, await a.version(stage=Stage.STAGING), Stage.PRODUCTION)]
+        due.append(await a.request(WALT, await a.version(stage=Stage.STAGING), Stage.PRODUCTION))
+        decided = await a.request(ALICE, await a.version(stage=Stage.STAGING), Stage.PRODUCTION)
+        await a.service.approve(BOB, decided.resource, "", NO_EVIDENCE)
+        later = await a.request(ALICE, await a.version(), Stage.STAGING)
+        assert await a.service.expire_due() == []  # nothing due yet
+
+        now[0] = 1_060_000
+        swept = await asyncio.gather(a.service.expire_due(), b.service.expire_due())
+        assert sorted(r.id for r in swept[0] + swept[1]) == sorted(r.id for r in due)
+        assert all(r.state is TransitionState.EXPIRED for r in swept[0] + swept[1])
+        events = await a.events("churn", Action.TRANSITION_EXPIRED)
+        assert sorted(e.resource for e in events) == sorted(r.resource for r in due)
+        assert {e.actor for e in events} == {"ketch:expiry"}
+        assert (await a.service.get_request(decided.resource)).state is TransitionState.APPLIED
+        assert (await a.service.get_request(later.resource)).state is TransitionState.PENDING
+        assert await b.service.expire_due() == []  # once is enough
+        with pytest.raises(FailedPrecondition) as final:
+            await a.service.approve(BOB, due[0].resource, "", NO_EVIDENCE)
+        assert final.value.reason == "REQUEST_FINAL"
+    finally:
+        await a.engine.dispose()
+        await b.engine.dispose()
+
+
 async def test_idempotent_transition_requests(reg):
     await reg.model()
     v = await reg.version()

@@ -1018,6 +1018,32 @@ class RegistryStore(SqlStore):
         )
         return Outcome(await self._load_request(conn, req.id), failure)
 
+    async def expire_due(self, actor: Principal, *, limit: int = 100) -> list[TransitionRequest]:
+        """Mark up to ``limit`` pending requests past their expire time EXPIRED, oldest
+        first, each in its own transaction under its model's lock and with its audit
+        event (``actor`` recorded), as acting on one would. Returns the requests this
+        call expired: one that another replica expired (or someone approved) first is
+        left as it is, so each expiry is recorded once."""
+        now = self.clock()
+        due = (
+            select(R.id, R.model)
+            .where(R.state == TransitionState.PENDING.value, R.expire_time <= now)
+            .order_by(R.expire_time)
+            .limit(limit)
+        )
+        async with self._single_read._tx() as conn:
+            found = (await conn.execute(due)).all()
+        expired: list[TransitionRequest] = []
+        for request_id, model in found:
+            async with self._write() as conn:
+                await self._lock_model(conn, model)
+                outcome = await self._expire_if_due(
+                    conn, actor, await self._load_request(conn, request_id)
+                )
+            if outcome is not None:
+                expired.append(outcome.request)
+        return expired
+
     async def cancel(self, actor: Principal, request_id: str, reason: str) -> Outcome:
         """Withdraw a pending request (its requester, or an admin).
 

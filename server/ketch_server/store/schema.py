@@ -384,6 +384,7 @@ transition_requests = Table(
         name="fk_transition_requests_version_model_versions",
     ),
     Index(None, "model", "version", "state"),
+    Index(None, "state", "expire_time"),  # the expiry sweep (0008)
 )
 
 # Votes: one per (request, principal).
