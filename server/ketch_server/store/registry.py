@@ -18,15 +18,7 @@ Contract (every backend):
   moves, the hot write, are group-committed: those queued behind a commit share the
   next transaction (:meth:`RegistryStore.set_alias`).
 * Audit. Every change appends its events in the same transaction, as its last
-  statements, numbered from the single counter row ``registry_counters['audit']``
-  (``INSERT ... ON CONFLICT DO UPDATE SET value = value + n RETURNING value``). The
-  counter's row lock is held until commit, so sequence numbers are handed out in
-  commit order and without gaps: once a reader sees event N, every event below N is
-  visible too. That is what lets the watch stream resume from a cursor with no gaps
-  and no duplicates across replicas. (A serial/identity column would not do: on
-  PostgreSQL a transaction holding id 7 can commit after one holding id 8 was read,
-  and a watcher past 8 would never see 7.) The lock is taken last, so it is held for
-  little more than the commit; registry writes are rare next to metric ingest.
+  statements, numbered in commit order without gaps (:mod:`ketch_server.store.audit`).
 * Denied attempts (self-approval, missing role, failing gates...) leave no state
   behind; :meth:`record_denied` writes their audit event in its own transaction.
 * Inputs are validated by the service layer; database failures become domain errors.
@@ -72,6 +64,8 @@ from ketch_server.domain.registry import (
     Vote,
 )
 from ketch_server.store import search
+from ketch_server.store.audit import AuditTrail
+from ketch_server.store.audit import Change as _Change
 from ketch_server.store.base import SqlStore, now_ms
 from ketch_server.store.direct_pg import DirectReader
 from ketch_server.store.flights import Flights
@@ -136,18 +130,6 @@ class Outcome:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Change:
-    """An audit event waiting for its sequence number."""
-
-    action: Action
-    resource: str
-    model: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    actor: str = ""  # when it differs from the transaction's
-
-
-@dataclasses.dataclass(frozen=True)
 class _AliasMove:
     """One SetAlias waiting for its group (see :meth:`RegistryStore.set_alias`)."""
 
@@ -170,6 +152,7 @@ class RegistryStore(SqlStore):
         self.clock = clock
         self._sqlite_writers = asyncio.Lock() if self._dialect == "sqlite" else None
         self._sql = Statements(self._insert)
+        self._audit = AuditTrail(self._insert)
         # Single-statement reads on PostgreSQL run in autocommit: one statement reads
         # one snapshot anyway, and BEGIN/COMMIT would cost two more round trips.
         self._single_read = (
@@ -216,30 +199,8 @@ class RegistryStore(SqlStore):
     async def _append(
         self, conn: AsyncConnection, actor: str, changes: Sequence[_Change], request_id: str = ""
     ) -> None:
-        """Append ``changes`` to the audit trail, numbered from the counter row (last
-        statements of the transaction; see the module docstring)."""
-        if not changes:
-            return
-        n = len(changes)
-        last = (await conn.execute(self._sql.count, {"n": n})).scalar_one()
-        now = self.clock()
-        await conn.execute(
-            audit_events.insert(),
-            [
-                {
-                    "seq": last - n + 1 + i,
-                    "event_time": now,
-                    "actor": c.actor or actor,
-                    "action": c.action.value,
-                    "resource": c.resource,
-                    "model": c.model,
-                    "before_json": dump(c.before),
-                    "after_json": dump(c.after),
-                    "request_id": request_id,
-                }
-                for i, c in enumerate(changes)
-            ],
-        )
+        """Append ``changes`` to the audit trail (last statements of the transaction)."""
+        await self._audit.append(conn, actor, changes, now=self.clock(), request_id=request_id)
 
     async def _bump_model(self, conn: AsyncConnection, name: str, now: int, **values) -> None:
         await conn.execute(

@@ -34,7 +34,6 @@ from ketch_server.store.schema import (
     model_aliases,
     model_versions,
     registered_models,
-    registry_counters,
     transition_requests,
 )
 
@@ -88,16 +87,6 @@ class Statements:
             .where(M.name == name)
             .values(revision=M.revision)
             .returning(*registered_models.c)
-        )
-        n = bindparam("n", type_=BigInteger)
-        self.count = (
-            insert(registry_counters)
-            .values(name=AUDIT_COUNTER, value=n)
-            .on_conflict_do_update(
-                index_elements=[registry_counters.c.name],
-                set_={"value": registry_counters.c.value + n},
-            )
-            .returning(registry_counters.c.value)
         )
         # Alias moves, applied a group at a time (RegistryStore._apply_alias_moves).
         model = bindparam("model", type_=String)
