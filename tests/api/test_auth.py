@@ -157,6 +157,44 @@ def test_revoked_and_expired_tokens_stop_working(token_server):
     assert record.id in {t.id for t in _admin.list_tokens(admin._transport, include_revoked=True)}
 
 
+def test_tokens_and_roles_are_audited_without_their_secrets(token_server):
+    """Who may approve is part of whether an approval means anything: minting,
+    revoking and role changes land in the audit trail (model ""), with their actor."""
+    from ketch import _admin
+
+    root = mint(token_server, "root", Role.ADMIN)
+    admin = ketch.Client(token_server.uri, api_token=root)
+    record, secret = _admin.create_token(admin._transport, "bob", "approver", ttl_seconds=3600)
+    _admin.revoke_token(admin._transport, record.id)
+    _admin.revoke_token(admin._transport, record.id)  # again: nothing new to record
+    stub, metadata = _stub(token_server, auth_pb2_grpc.AdminServiceStub, root)
+    for role in (auth_pb2.ROLE_APPROVER, auth_pb2.ROLE_APPROVER, auth_pb2.ROLE_READER):
+        request = auth_pb2.SetPrincipalRoleRequest(
+            principal="ci-cert", kind=auth_pb2.PRINCIPAL_KIND_SERVICE, role=role
+        )
+        stub.SetPrincipalRole(request, metadata=metadata)
+
+    identity = ["TOKEN_CREATED", "TOKEN_REVOKED", "PRINCIPAL_ROLE_SET"]
+    events = list(admin.audit_log(actions=identity))
+    seen = [(e.action, e.actor, e.resource, e.model) for e in events]
+    assert seen == [
+        ("TOKEN_CREATED", "tests", seen[0][2], ""),  # root's, minted in the database
+        ("TOKEN_CREATED", "root", f"tokens/{record.id}", ""),
+        ("TOKEN_REVOKED", "root", f"tokens/{record.id}", ""),
+        ("PRINCIPAL_ROLE_SET", "root", "principals/ci-cert", ""),
+        ("PRINCIPAL_ROLE_SET", "root", "principals/ci-cert", ""),  # the repeat changed nothing
+    ]
+    assert events[1].after["principal"] == "bob" and events[1].after["role"] == "approver"
+    assert events[1].after["expire_time"] is not None
+    assert events[2].after["principal"] == "bob"
+    assert (events[3].before, events[3].after["role"]) == (None, "approver")
+    assert (events[4].before, events[4].after["role"]) == ({"role": "approver"}, "reader")
+    text = repr(events)
+    assert secret not in text and secret.rsplit("_", 1)[-1] not in text
+    watched = list(admin.watch_registry(actions=identity, timeout=0.5))
+    assert [e.sequence for e in watched] == [e.sequence for e in events]
+
+
 def test_no_auth_mode_is_anonymous_admin_but_still_checks_presented_tokens(server):
     client = ketch.Client(server.uri)
     from ketch import _admin

@@ -160,6 +160,10 @@ class Action(enum.Enum):
     TRANSITION_FAILED = "TRANSITION_FAILED"
     TRANSITION_DENIED = "TRANSITION_DENIED"
     STAGE_CHANGED = "STAGE_CHANGED"
+    # Identity changes (model ""): see store/identity.py.
+    TOKEN_CREATED = "TOKEN_CREATED"
+    TOKEN_REVOKED = "TOKEN_REVOKED"
+    PRINCIPAL_ROLE_SET = "PRINCIPAL_ROLE_SET"
 
 
 DEFAULT_MOVES: frozenset[tuple[Stage, Stage]] = frozenset(

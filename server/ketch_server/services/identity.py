@@ -174,7 +174,7 @@ class IdentityService:
         )
 
     async def revoke_token(self, actor: Principal, token_id: str) -> Token:
-        token = await self.store.revoke_token(token_id)
+        token = await self.store.revoke_token(token_id, actor.name)
         self._cache.pop(token_id, None)
         log.info("token revoked", extra={"token": token_id, "actor": actor.name})
         return token

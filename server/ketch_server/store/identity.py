@@ -3,6 +3,11 @@
 Secrets are never stored: a token row holds the SHA-256 of its secret. Every
 method is one transaction. ``last_used_time`` is written at most once a minute
 per token, so authenticating is a read, not a write, on the hot path.
+
+Creating and revoking tokens and setting a principal's role append an audit event
+(``TOKEN_CREATED``, ``TOKEN_REVOKED``, ``PRINCIPAL_ROLE_SET``, with an empty model)
+in the same transaction, to the trail the registry writes (store/audit.py): who can
+approve a promotion is part of whether an approval means anything.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from ketch_server.domain.identity import (
 )
 from ketch_server.domain.models import Page
 from ketch_server.domain.pagination import decode_token, encode_token, fingerprint
+from ketch_server.domain.registry import Action
+from ketch_server.store.audit import AuditTrail, Change
 from ketch_server.store.base import SqlStore, now_ms
 from ketch_server.store.schema import api_tokens, principals
 
@@ -62,6 +69,10 @@ class StoredToken:
 
 class IdentityStore(SqlStore):
     """Principals (name, kind, certificate role) and their API tokens."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self._audit = AuditTrail(self._insert)
 
     async def create_token(
         self,
@@ -110,6 +121,15 @@ class IdentityStore(SqlStore):
                     field="kind",
                 )
             await conn.execute(api_tokens.insert().values(row))
+            after = {
+                "principal": principal,
+                "kind": kind.value,
+                "role": role.name.lower(),
+                "description": description,
+                "expire_time": row["expire_time"],
+            }
+            created = Change(Action.TOKEN_CREATED, f"tokens/{token_id}", "", None, after)
+            await self._audit.append(conn, created_by, [created], now=now)
         return _token(row, kind.value), bearer
 
     async def token_for_auth(self, token_id: str) -> StoredToken | None:
@@ -162,17 +182,19 @@ class IdentityStore(SqlStore):
         token = encode_token(query, [items[-1].id]) if len(rows) > page_size else ""
         return Page(items, token)
 
-    async def revoke_token(self, token_id: str) -> Token:
-        """Revoke a token (idempotent: revoking twice keeps the first time).
+    async def revoke_token(self, token_id: str, actor: str) -> Token:
+        """Revoke a token (idempotent: revoking twice keeps the first time, and only
+        the first is audited).
 
         Raises:
             NotFound: no such token.
         """
+        now = now_ms()
         async with self._tx() as conn:
-            await conn.execute(
+            revoked = await conn.execute(
                 update(api_tokens)
                 .where(api_tokens.c.id == token_id, api_tokens.c.revoke_time.is_(None))
-                .values(revoke_time=now_ms())
+                .values(revoke_time=now)
             )
             row = (
                 (
@@ -185,6 +207,10 @@ class IdentityStore(SqlStore):
                 .mappings()
                 .first()
             )
+            if row is not None and revoked.rowcount == 1:
+                after = {"principal": row["principal"], "revoke_time": now}
+                change = Change(Action.TOKEN_REVOKED, f"tokens/{token_id}", "", None, after)
+                await self._audit.append(conn, actor, [change], now=now)
         if row is None:
             raise NotFound(f"tokens/{token_id}")
         return _token(row, row["kind"])
@@ -192,15 +218,23 @@ class IdentityStore(SqlStore):
     async def set_principal_role(
         self, name: str, kind: PrincipalKind, role: Role, created_by: str
     ) -> None:
-        """Create or update the certificate role of a principal."""
+        """Create or update the certificate role of a principal (audited when it
+        changes, with ``created_by`` as the actor)."""
         async with self._tx() as conn:
-            existing = await self._principal_kind(conn, name)
-            if existing is None:
+            found = (
+                await conn.execute(select(principals.c.role).where(principals.c.name == name))
+            ).scalar_one_or_none()
+            if found is None:
                 await self._insert_principal(conn, name, kind, role, created_by)
-            else:
+            elif found != role.name:
                 await conn.execute(
                     update(principals).where(principals.c.name == name).values(role=role.name)
                 )
+            if found != role.name:
+                before = None if found is None else {"role": found.lower()}
+                after = {"role": role.name.lower(), "kind": kind.value}
+                change = Change(Action.PRINCIPAL_ROLE_SET, f"principals/{name}", "", before, after)
+                await self._audit.append(conn, created_by, [change], now=now_ms())
 
     async def principal(self, name: str) -> tuple[PrincipalKind, Role] | None:
         """Kind and certificate role of a principal, or None when unknown."""

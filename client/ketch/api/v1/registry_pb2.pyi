@@ -54,6 +54,9 @@ class AuditAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ACTION_TRANSITION_FAILED: _ClassVar[AuditAction]
     AUDIT_ACTION_TRANSITION_DENIED: _ClassVar[AuditAction]
     AUDIT_ACTION_STAGE_CHANGED: _ClassVar[AuditAction]
+    AUDIT_ACTION_TOKEN_CREATED: _ClassVar[AuditAction]
+    AUDIT_ACTION_TOKEN_REVOKED: _ClassVar[AuditAction]
+    AUDIT_ACTION_PRINCIPAL_ROLE_SET: _ClassVar[AuditAction]
 STAGE_UNSPECIFIED: Stage
 STAGE_NONE: Stage
 STAGE_STAGING: Stage
@@ -85,6 +88,9 @@ AUDIT_ACTION_TRANSITION_EXPIRED: AuditAction
 AUDIT_ACTION_TRANSITION_FAILED: AuditAction
 AUDIT_ACTION_TRANSITION_DENIED: AuditAction
 AUDIT_ACTION_STAGE_CHANGED: AuditAction
+AUDIT_ACTION_TOKEN_CREATED: AuditAction
+AUDIT_ACTION_TOKEN_REVOKED: AuditAction
+AUDIT_ACTION_PRINCIPAL_ROLE_SET: AuditAction
 
 class RegisteredModel(_message.Message):
     __slots__ = ("name", "description", "tags", "owner", "create_time", "update_time", "latest_version", "aliases", "etag")
