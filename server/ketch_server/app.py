@@ -40,7 +40,7 @@ from ketch_server.api.operations import OperationsServicer
 from ketch_server.api.registry import RegistryServicer
 from ketch_server.api.tracking import TrackingServicer
 from ketch_server.blobs import open_blob_store
-from ketch_server.domain.errors import InvalidArgument
+from ketch_server.domain.errors import InvalidArgument, Unavailable
 from ketch_server.domain.identity import AuthMode, Role
 from ketch_server.services.artifacts import ArtifactService
 from ketch_server.services.identity import IdentityService
@@ -158,9 +158,10 @@ class KetchServer:
         grace = self.settings.grace_seconds if grace is None else grace
         log.info("shutting down; in-flight calls have %.1fs to finish", grace)
         await self.health.enter_graceful_shutdown()
-        for task in (self._watch, self._sweep):
-            if task:
-                task.cancel()
+        background = [t for t in (self._watch, self._sweep) if t]
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)  # before the pool closes
         await self.server.stop(grace)
         await self.ingest.stop()
         await self.store.engine.dispose()
@@ -205,8 +206,11 @@ class KetchServer:
             await asyncio.sleep(self.settings.expiry_sweep_seconds)
             try:
                 expired = await self.registry.expire_due()
-            except Exception as exc:  # the database may be down: the health watch says so
-                log.debug("expiring due transition requests failed: %r", exc)
+            except Unavailable as exc:  # the database is down: the health watch says so
+                log.debug("expiring due transition requests failed: %s", exc)
+                continue
+            except Exception:
+                log.warning("expiring due transition requests failed", exc_info=True)
                 continue
             for req in expired:
                 log.info("%s expired before it was approved", req.resource)

@@ -12,7 +12,14 @@ import ketch
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ketch import errors
-from ketch.api.v1 import auth_pb2, auth_pb2_grpc, tracking_pb2, tracking_pb2_grpc
+from ketch.api.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    tracking_pb2,
+    tracking_pb2_grpc,
+)
 from ketch_server.domain.identity import PrincipalKind, Role
 from ketch_server.settings import Settings
 from ketch_server.store.identity import IdentityStore
@@ -181,18 +188,30 @@ def test_tokens_and_roles_are_audited_without_their_secrets(token_server):
         ("TOKEN_CREATED", "tests", seen[0][2], ""),  # root's, minted in the database
         ("TOKEN_CREATED", "root", f"tokens/{record.id}", ""),
         ("TOKEN_REVOKED", "root", f"tokens/{record.id}", ""),
-        ("PRINCIPAL_ROLE_SET", "root", "principals/ci-cert", ""),
-        ("PRINCIPAL_ROLE_SET", "root", "principals/ci-cert", ""),  # the repeat changed nothing
-    ]
+        ("PRINCIPAL_ROLE_SET", "root", "principals/ci-cert", ""),  # created as approver
+        ("PRINCIPAL_ROLE_SET", "root", "principals/ci-cert", ""),  # approver -> reader
+    ]  # (setting approver twice changed nothing the second time: no event)
     assert events[1].after["principal"] == "bob" and events[1].after["role"] == "approver"
+    assert events[1].after["principal_created"] is True
     assert events[1].after["expire_time"] is not None
     assert events[2].after["principal"] == "bob"
     assert (events[3].before, events[3].after["role"]) == (None, "approver")
     assert (events[4].before, events[4].after["role"]) == ({"role": "approver"}, "reader")
     text = repr(events)
-    assert secret not in text and secret.rsplit("_", 1)[-1] not in text
+    assert secret.startswith(f"ketch_{record.id}_")
+    assert secret.split("_", 2)[2] not in text  # the secret part of the bearer
     watched = list(admin.watch_registry(actions=identity, timeout=0.5))
     assert [e.sequence for e in watched] == [e.sequence for e in events]
+    stub, _ = _stub(token_server, registry_pb2_grpc.RegistryServiceStub)
+    raw = stub.GetAuditLog(registry_pb2.GetAuditLogRequest(), metadata=metadata)
+    assert {e.model for e in raw.events} == {""}  # on the wire too: no model
+
+    # Who holds which token and role is an admin's to see (as ListTokens is): a
+    # reader's audit log and watch skip identity events.
+    reader = ketch.Client(token_server.uri, api_token=mint(token_server, "rita", Role.READER))
+    assert list(reader.audit_log(actions=identity)) == []
+    assert list(reader.audit_log()) == []  # nothing else happened on this server
+    assert list(reader.watch_registry(timeout=0.5)) == []
 
 
 def test_no_auth_mode_is_anonymous_admin_but_still_checks_presented_tokens(server):

@@ -96,8 +96,9 @@ def test_health_tracks_database_reachability(postgres_url, tmp_path):
     parts = urlsplit(postgres_url)
     proxy = CuttableProxy((parts.hostname, parts.port))
     proxied = postgres_url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
-    settings = Settings(port=0, data_dir=tmp_path, db_url=proxied, health_interval_seconds=0.2,
-                        grace_seconds=1)
+    settings = Settings(
+        port=0, data_dir=tmp_path, db_url=proxied, health_interval_seconds=0.2, grace_seconds=1
+    )
     srv = ThreadServer(settings).start()
     serving = health_pb2.HealthCheckResponse.SERVING
     not_serving = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -663,9 +663,9 @@ async def test_requests_expire(reg):
     with pytest.raises(FailedPrecondition) as late:
         await reg.service.approve(BOB, req.resource, "", NO_EVIDENCE)
     assert late.value.reason == "REQUEST_EXPIRED"
-    with pytest.raises(FailedPrecondition) as final:
+    with pytest.raises(FailedPrecondition) as final:  # expired for good: the same reason
         await reg.service.approve(CAROL, req.resource, "", NO_EVIDENCE)
-    assert final.value.reason == "REQUEST_FINAL"
+    assert final.value.reason == "REQUEST_EXPIRED"
     assert [e.action for e in await reg.events("churn", Action.TRANSITION_EXPIRED)] == [
         Action.TRANSITION_EXPIRED
     ]
@@ -703,8 +703,16 @@ async def test_due_requests_are_expired_once_without_anyone_acting_on_them(db_ur
         assert (await a.service.get_request(decided.resource)).state is TransitionState.APPLIED
         assert (await a.service.get_request(later.resource)).state is TransitionState.PENDING
         assert await b.service.expire_due() == []  # once is enough
-        with pytest.raises(FailedPrecondition) as final:
+        # Voters and cancellers after the sweep hear the same reason as the first
+        # caller after a lazy expiry would.
+        with pytest.raises(FailedPrecondition) as late:
             await a.service.approve(BOB, due[0].resource, "", NO_EVIDENCE)
+        assert late.value.reason == "REQUEST_EXPIRED"
+        with pytest.raises(FailedPrecondition) as late:
+            await a.service.cancel(ALICE, due[0].resource, "")
+        assert late.value.reason == "REQUEST_EXPIRED"
+        with pytest.raises(FailedPrecondition) as final:  # other final states: FINAL
+            await a.service.cancel(ALICE, decided.resource, "")
         assert final.value.reason == "REQUEST_FINAL"
     finally:
         await a.engine.dispose()
@@ -796,7 +804,7 @@ async def test_watch_resumes_from_a_cursor_without_gaps_or_duplicates(db_url):
         writing = asyncio.create_task(write())
 
         async def follow(cursor: str, limit: int) -> str:
-            stream = reader.service.watch(cursor, ["models/churn"], [])
+            stream = reader.service.watch(ANONYMOUS, cursor, ["models/churn"], [])
             async for event in stream:
                 seen.append(event.seq)
                 cursor = str(event.seq)
@@ -815,7 +823,7 @@ async def test_watch_resumes_from_a_cursor_without_gaps_or_duplicates(db_url):
         assert seen == [e.seq for e in all_events]
 
         # start_at_end skips history; an unknown cursor is refused.
-        tail = reader.service.watch("", [], [], start_at_end=True)
+        tail = reader.service.watch(ANONYMOUS, "", [], [], start_at_end=True)
         nxt = asyncio.ensure_future(tail.__anext__())
         await asyncio.sleep(0.1)
         assert not nxt.done()

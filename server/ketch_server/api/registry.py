@@ -179,6 +179,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def GetAuditLog(self, request, context):
         page = await self.service.audit_log(
+            current_principal(),
             request.model,
             rc.actions_from_pb(request.actions),
             request.page_size,
@@ -190,6 +191,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def WatchRegistry(self, request, context):
         events = self.service.watch(
+            current_principal(),
             request.from_cursor,
             list(request.models),
             rc.actions_from_pb(request.actions),

@@ -236,7 +236,7 @@ def event_to_pb(e: AuditEvent) -> registry_pb2.RegistryEvent:
         actor=e.actor,
         action=action_to_pb(e.action),
         resource=e.resource,
-        model=f"models/{e.model}",
+        model=f"models/{e.model}" if e.model else "",  # identity events belong to none
         before=e.before,
         after=e.after,
         request_id=e.request_id,

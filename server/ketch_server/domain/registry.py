@@ -63,6 +63,7 @@ __all__ = [
     "check_tags",
     "check_vote",
     "default_policy",
+    "not_pending",
     "parse_model_uri",
     "parse_version_name",
     "policy_with",
@@ -567,21 +568,36 @@ def gates_failed(label: str, failed: Iterable[str]) -> FailedPrecondition:
 # --------------------------------------------------------------------- votes
 
 
+def not_pending(request: TransitionRequest, only: str) -> FailedPrecondition:
+    """The refusal to act on a request that is no longer pending: REQUEST_EXPIRED for
+    an expired one (the same whoever recorded the expiry: the server's sweep or the
+    first caller after it), REQUEST_FINAL for the other final states. ``only`` says
+    what only pending requests do."""
+    if request.state is TransitionState.EXPIRED:
+        return FailedPrecondition(
+            f"{request.resource} expired (it had to be approved by its expire time); "
+            "request the transition again",
+            reason="REQUEST_EXPIRED",
+            state=request.state.value,
+        )
+    return FailedPrecondition(
+        f"{request.resource} is {request.state.value.lower()}; only pending requests {only}",
+        reason="REQUEST_FINAL",
+        state=request.state.value,
+    )
+
+
 def check_vote(principal: Principal, request: TransitionRequest, policy: StagePolicy) -> None:
     """Raise unless ``principal`` may vote on ``request`` (expiry is the caller's).
 
     Raises:
-        FailedPrecondition: REQUEST_FINAL when the request is no longer pending.
+        FailedPrecondition: REQUEST_EXPIRED or REQUEST_FINAL when the request is no
+            longer pending.
         PermissionDenied: SELF_APPROVAL or ROLE_REQUIRED.
         AlreadyExists: ALREADY_VOTED.
     """
     if request.state.final:
-        raise FailedPrecondition(
-            f"{request.resource} is {request.state.value.lower()}; only pending requests "
-            "take votes. Request the transition again.",
-            reason="REQUEST_FINAL",
-            state=request.state.value,
-        )
+        raise not_pending(request, "take votes. Request the transition again.")
     if principal.name == request.requester:
         raise PermissionDenied(
             f"{principal.name} requested {request.resource} and cannot vote on it; another "

@@ -103,7 +103,8 @@ def parse_cursor(cursor: str, *, field: str = "from_cursor") -> int:
     return int(cursor)
 
 
-# The actor of the expiries the server finds by itself: ':' is in no principal's name.
+# The actor of the expiries the server finds by itself. ':' is in no principal's name,
+# so no caller can pass for it (the direct-database admin's actor has one too).
 EXPIRY_SWEEPER = Principal("ketch:expiry", PrincipalKind.SERVICE, Role.ADMIN, "none")
 
 
@@ -346,14 +347,23 @@ class RegistryService:
     # ---------------------------------------------------------------- audit
 
     async def audit_log(
-        self, model: str, actions: Sequence[Action], page_size: int, page_token: str
+        self,
+        caller: Principal,
+        model: str,
+        actions: Sequence[Action],
+        page_size: int,
+        page_token: str,
     ) -> Page:
+        """Audit events in order; identity events (tokens, roles) for admins only."""
         name = reg.parse_model_name(model, field="model") if model else ""
         size = validation.check_page_size(page_size)
-        return await self.store.audit_log(name, actions, size, page_token)
+        return await self.store.audit_log(
+            name, actions, size, page_token, identity=_sees_identity(caller)
+        )
 
     async def watch(
         self,
+        caller: Principal,
         from_cursor: str,
         models: Sequence[str],
         actions: Sequence[Action],
@@ -362,7 +372,9 @@ class RegistryService:
     ) -> AsyncIterator[AuditEvent]:
         """Events after ``from_cursor`` (or from the first, or after the latest with
         ``start_at_end``), then new ones as they commit, forever. Gap-free and
-        duplicate-free because sequence numbers are allocated in commit order."""
+        duplicate-free because sequence numbers are allocated in commit order.
+        Identity events (tokens, roles) are an admin's to see: others' streams skip
+        them, as ``ListTokens`` is an admin's call."""
         if len(models) > LIMITS.watch_models:
             raise ResourceExhausted(
                 "watch_models", f"watch at most {LIMITS.watch_models} models per stream"
@@ -374,7 +386,9 @@ class RegistryService:
             after = await self.store.last_sequence() if start_at_end else 0
         while True:
             seen = self.signal.version
-            events = await self.store.read_events(after, names, actions, WATCH_BATCH)
+            events = await self.store.read_events(
+                after, names, actions, WATCH_BATCH, identity=_sees_identity(caller)
+            )
             for event in events:
                 yield event
                 after = event.seq
@@ -451,3 +465,9 @@ def _check_changes(field: str, changes: dict[str, Any]) -> None:
         )
     if "tags" in changes:
         reg.check_tags(f"{field}.tags", changes["tags"])
+
+
+def _sees_identity(caller: Principal) -> bool:
+    """Whether ``caller`` may see identity events: who holds which tokens and roles is
+    what ListTokens shows, and that is an admin's call."""
+    return caller.role >= Role.ADMIN

@@ -127,6 +127,8 @@ class IdentityStore(SqlStore):
                 "role": role.name.lower(),
                 "description": description,
                 "expire_time": row["expire_time"],
+                # A new principal starts with the reader certificate role.
+                "principal_created": existing is None,
             }
             created = Change(Action.TOKEN_CREATED, f"tokens/{token_id}", "", None, after)
             await self._audit.append(conn, created_by, [created], now=now)
@@ -221,18 +223,22 @@ class IdentityStore(SqlStore):
         """Create or update the certificate role of a principal (audited when it
         changes, with ``created_by`` as the actor)."""
         async with self._tx() as conn:
-            found = (
-                await conn.execute(select(principals.c.role).where(principals.c.name == name))
-            ).scalar_one_or_none()
+            # A no-op write first: it takes the row's lock (and SQLite's write lock)
+            # before the role is read, so concurrent calls audit what each changed.
+            await conn.execute(
+                update(principals).where(principals.c.name == name).values(role=principals.c.role)
+            )
+            stmt = select(principals.c.role, principals.c.kind).where(principals.c.name == name)
+            found = (await conn.execute(stmt)).first()
             if found is None:
                 await self._insert_principal(conn, name, kind, role, created_by)
-            elif found != role.name:
+            elif found.role != role.name:
                 await conn.execute(
                     update(principals).where(principals.c.name == name).values(role=role.name)
                 )
-            if found != role.name:
-                before = None if found is None else {"role": found.lower()}
-                after = {"role": role.name.lower(), "kind": kind.value}
+            if found is None or found.role != role.name:
+                before = None if found is None else {"role": found.role.lower()}
+                after = {"role": role.name.lower(), "kind": found.kind if found else kind.value}
                 change = Change(Action.PRINCIPAL_ROLE_SET, f"principals/{name}", "", before, after)
                 await self._audit.append(conn, created_by, [change], now=now_ms())
 

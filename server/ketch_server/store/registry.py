@@ -972,12 +972,8 @@ class RegistryStore(SqlStore):
             return None
         change = _Change(Action.TRANSITION_EXPIRED, req.resource, req.model, None, {"reason": why})
         await self._append(conn, actor.name, [change])
-        failure = FailedPrecondition(
-            f"{req.resource} expired (it had to be approved by its expire time); request the "
-            "transition again",
-            reason="REQUEST_EXPIRED",
-        )
-        return Outcome(await self._load_request(conn, req.id), failure)
+        expired = await self._load_request(conn, req.id)
+        return Outcome(expired, reg.not_pending(expired, "take votes"))
 
     async def expire_due(self, actor: Principal, *, limit: int = 100) -> list[TransitionRequest]:
         """Mark up to ``limit`` pending requests past their expire time EXPIRED, oldest
@@ -1163,25 +1159,42 @@ class RegistryStore(SqlStore):
             await self._append(conn, actor.name, [change], request_id)
 
     async def audit_log(
-        self, model: str, actions: Sequence[Action], page_size: int, page_token: str
+        self,
+        model: str,
+        actions: Sequence[Action],
+        page_size: int,
+        page_token: str,
+        *,
+        identity: bool = True,
     ) -> Page:
-        """Audit events in sequence order, optionally of one model and some actions."""
-        query = fingerprint("audit_events", model, sorted(a.value for a in actions))
+        """Audit events in sequence order, optionally of one model and some actions;
+        without ``identity``, none of the model-less identity events."""
+        query = fingerprint("audit_events", model, sorted(a.value for a in actions), identity)
         after = 0
         if page_token:
             after = _token_value(page_token, query, int)
-        items = await self.read_events(after, [model] if model else [], actions, page_size + 1)
+        models = [model] if model else []
+        items = await self.read_events(after, models, actions, page_size + 1, identity=identity)
         token = encode_token(query, [items[page_size - 1].seq]) if len(items) > page_size else ""
         return Page(items[:page_size], token)
 
     async def read_events(
-        self, after: int, models: Iterable[str], actions: Iterable[Action], limit: int
+        self,
+        after: int,
+        models: Iterable[str],
+        actions: Iterable[Action],
+        limit: int,
+        *,
+        identity: bool = True,
     ) -> list[AuditEvent]:
-        """At most ``limit`` committed events with sequence above ``after``, in order."""
+        """At most ``limit`` committed events with sequence above ``after``, in order
+        (without ``identity``: only model events, no tokens or roles)."""
         stmt = select(audit_events).where(audit_events.c.seq > after)
         models, actions = list(models), list(actions)
         if models:
             stmt = stmt.where(audit_events.c.model.in_(models))
+        elif not identity:
+            stmt = stmt.where(audit_events.c.model != "")
         if actions:
             stmt = stmt.where(audit_events.c.action.in_([a.value for a in actions]))
         stmt = stmt.order_by(audit_events.c.seq).limit(limit)
@@ -1218,11 +1231,7 @@ def _no_version(model: str, version: int) -> NotFound:
 
 def _check_cancellable(actor: Principal, req: TransitionRequest) -> None:
     if req.state.final:
-        raise FailedPrecondition(
-            f"{req.resource} is {req.state.value.lower()}; only pending requests can be cancelled",
-            reason="REQUEST_FINAL",
-            state=req.state.value,
-        )
+        raise reg.not_pending(req, "can be cancelled")
     if actor.name != req.requester and actor.role is not Role.ADMIN:
         raise PermissionDenied(
             f"only {req.requester} (who made {req.resource}) or an admin may cancel it",
