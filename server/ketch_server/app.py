@@ -114,7 +114,8 @@ class KetchServer:
         port: int,
         ingest: Ingest,
         telemetry: Telemetry | None = None,
-        registry: RegistryService | None = None,
+        *,
+        registry: RegistryService,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -139,8 +140,7 @@ class KetchServer:
         await self.health.set("liveness", health_pb2.HealthCheckResponse.SERVING)
         await self._check_database()
         self._watch = asyncio.create_task(self._watch_database(), name="ketch-db-health")
-        if self.registry is not None:
-            self._sweep = asyncio.create_task(self._sweep_expired(), name="ketch-expiry")
+        self._sweep = asyncio.create_task(self._sweep_expired(), name="ketch-expiry")
         log.info(
             "ketch server listening",
             extra={
@@ -201,7 +201,6 @@ class KetchServer:
 
     async def _sweep_expired(self) -> None:
         """Expire due transition requests every ``expiry_sweep_seconds``."""
-        assert self.registry is not None
         while True:
             await asyncio.sleep(self.settings.expiry_sweep_seconds)
             try:

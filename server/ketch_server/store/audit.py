@@ -25,10 +25,12 @@ from sqlalchemy import BigInteger, bindparam
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ketch_server.domain.registry import Action
-from ketch_server.store.registry_sql import AUDIT_COUNTER, dump
+from ketch_server.store.registry_sql import dump
 from ketch_server.store.schema import audit_events, registry_counters
 
-__all__ = ["AuditTrail", "Change"]
+__all__ = ["AUDIT_COUNTER", "AuditTrail", "Change"]
+
+AUDIT_COUNTER = "audit"  # the registry_counters row the sequence numbers come from
 
 
 @dataclasses.dataclass(frozen=True)

@@ -510,10 +510,7 @@ class RegistryStore(SqlStore):
             # Concurrent resolves of one URI share a query that began after each of
             # them arrived (see store/flights.py): same answers, one round trip.
             return await self._resolves.run(uri, lambda: self._resolve_async(uri))
-        if not rows:
-            async with self._tx() as conn:
-                raise await self._unresolved(conn, uri)
-        return to_version(rows[0], aliases_of(rows))
+        return await self._found(uri, rows)
 
     async def _resolve_async(self, uri: ModelUri) -> ModelVersion:
         kind, params = selector(uri)
@@ -521,6 +518,10 @@ class RegistryStore(SqlStore):
         if rows is None:
             async with self._single_read._tx() as conn:
                 rows = (await conn.execute(RESOLVE[kind], params)).mappings().all()
+        return await self._found(uri, rows)
+
+    async def _found(self, uri: ModelUri, rows: Sequence[Any]) -> ModelVersion:
+        """The version a resolve's rows name, or NotFound saying what is missing."""
         if not rows:
             async with self._single_read._tx() as conn:
                 raise await self._unresolved(conn, uri)

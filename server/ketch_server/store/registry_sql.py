@@ -38,7 +38,6 @@ from ketch_server.store.schema import (
 )
 
 __all__ = [
-    "AUDIT_COUNTER",
     "RESOLVE",
     "Statements",
     "aliases_of",
@@ -63,7 +62,6 @@ __all__ = [
 ]
 
 # The counter row audit sequence numbers come from.
-AUDIT_COUNTER = "audit"
 
 M = registered_models.c
 V = model_versions.c
